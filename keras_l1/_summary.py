@@ -1,0 +1,41 @@
+"""TensorBoard event writing: the only module that imports TensorFlow."""
+
+
+def _tensorflow():
+    try:
+        import tensorflow as tf
+    except ImportError as error:
+        raise ImportError(
+            "Writing TensorBoard events needs TensorFlow, which is not "
+            "installed. Install it with `pip install \"keras_l1[tensorflow]\"` "
+            "(or `pip install tensorflow-cpu`), or pass `log_dir=None` to log "
+            "only into `logs`/History."
+        ) from error
+    return tf
+
+
+def require_tensorflow() -> None:
+    """Raises a clear ImportError now if TensorFlow is missing."""
+    _tensorflow()
+
+
+class EventWriter:
+    """Writes scalars and histograms to one TensorBoard run directory."""
+
+    def __init__(self, log_dir: str):
+        tf = _tensorflow()
+        self._tf = tf
+        self._writer = tf.summary.create_file_writer(str(log_dir))
+
+    def write(self, step: int, scalars: dict, histograms: dict | None = None) -> None:
+        tf = self._tf
+        with self._writer.as_default(step=int(step)):
+            for tag, value in scalars.items():
+                tf.summary.scalar(tag, float(value))
+            for tag, value in (histograms or {}).items():
+                tf.summary.histogram(tag, value)
+        # Flush every epoch: a crash or Ctrl-C later must not lose this one.
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()

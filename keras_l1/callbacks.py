@@ -1,0 +1,149 @@
+"""`SparsityLogger`: penalty and sparsity per epoch, in `logs` and TensorBoard."""
+
+import math
+import os
+import warnings
+
+import keras
+import numpy as np
+
+from keras_l1 import _summary
+from keras_l1._validation import check_int
+from keras_l1._validation import check_non_negative_float
+from keras_l1._weights import measure
+from keras_l1._weights import regularized_weights
+
+
+class SparsityLogger(keras.callbacks.Callback):
+    """Logs the weight penalty and the weight sparsity at each epoch end.
+
+    At each epoch end it measures every regularized trainable weight once
+    (no per-batch work) and adds to `logs`:
+
+    - `l1_penalty`: the sum of every weight regularizer's value, keras_l1's and
+      Keras's own (`L1`, `L1L2`, …): exactly what `fit` adds to the data loss
+      for the current weights;
+    - `sparsity`: the fraction of regularized weights with
+      `abs(w) <= tolerance` (with `tolerance=0`, exact zeros);
+    - `val_data_loss`: `val_loss - l1_penalty`, when validation ran. It is
+      exact: evaluation adds the penalty of the same final weights. No
+      training counterpart is logged: the training `loss` averages penalties
+      of weights that changed during the epoch, so `loss - l1_penalty` would
+      only be an approximation.
+
+    List it **before** `History`-reading callbacks you pass yourself
+    (`CSVLogger`, `EarlyStopping`, `keras.callbacks.TensorBoard`): callbacks
+    run in list order and see what earlier ones added to `logs`. The progress
+    bar and `model.history` always come after it.
+
+    With `log_dir`, it also writes TensorBoard scalars to
+    `<log_dir>/sparsity`: `<layer>/sparsity` and `<layer>/penalty` per
+    layer, and `total/sparsity`, `total/penalty`; with `histogram_freq`, a
+    histogram `<weight path>/histogram` of each regularized weight. Events are
+    flushed at every epoch end and the writer is closed at train end.
+
+    Args:
+        log_dir: Directory for TensorBoard events, or `None` to log only into
+            `logs`. Needs TensorFlow installed. Defaults to `None`.
+        tolerance: Non-negative float; weights with `abs(w) <= tolerance`
+            count as zero. Defaults to `0.0` (exact zeros).
+        histogram_freq: Non-negative int; write weight histograms every
+            `histogram_freq` epochs (0 disables). Defaults to `0`.
+
+    Raises:
+        TypeError, ValueError: For invalid arguments, at construction.
+        ImportError: If `log_dir` is given and TensorFlow is not installed.
+
+    Example:
+
+    >>> import keras, numpy as np, keras_l1
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(
+    ...     1, kernel_initializer="ones",
+    ...     kernel_regularizer=keras_l1.L1Regularizer(0.5))])
+    >>> model.compile("sgd", "mse")
+    >>> logger = keras_l1.SparsityLogger()
+    >>> history = model.fit(np.zeros((4, 2)), np.zeros((4, 1)), verbose=0,
+    ...                     callbacks=[logger])
+    >>> history.history["l1_penalty"], history.history["sparsity"]
+    ([1.0], [0.0])
+    """
+
+    def __init__(self, log_dir=None, tolerance: float = 0.0, histogram_freq: int = 0):
+        super().__init__()
+        if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
+            raise TypeError(
+                "Invalid type for argument `log_dir`: expected a path (str or "
+                f"os.PathLike) or None. Received: log_dir={log_dir!r}"
+            )
+        self.log_dir = None if log_dir is None else os.fspath(log_dir)
+        self.tolerance = check_non_negative_float("tolerance", tolerance)
+        self.histogram_freq = check_int("histogram_freq", histogram_freq, minimum=0)
+        if self.log_dir is not None:
+            _summary.require_tensorflow()
+        self._writer = None
+        self._warned_empty = False
+        self._warned_nonfinite = False
+
+    def on_train_begin(self, logs=None):
+        if self.log_dir is not None and self._writer is None:
+            self._writer = _summary.EventWriter(os.path.join(self.log_dir, "sparsity"))
+        if not regularized_weights(self.model) and not self._warned_empty:
+            self._warned_empty = True
+            warnings.warn(
+                "SparsityLogger: the model has no regularized trainable weight; "
+                "`l1_penalty` and `sparsity` will be logged as 0.",
+                stacklevel=2,
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        weights = regularized_weights(self.model)
+        stats = measure(weights, self.tolerance)
+        totals, per_layer = self._summarize(weights, stats)
+        logs["l1_penalty"] = totals["penalty"]
+        logs["sparsity"] = totals["sparsity"]
+        if "val_loss" in logs:
+            logs["val_data_loss"] = float(logs["val_loss"]) - totals["penalty"]
+        if self._writer is not None:
+            self._write_events(epoch, weights, totals, per_layer)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _summarize(self, weights, stats):
+        per_layer = {}
+        for weight, (penalty, zeros, nonfinite, size) in zip(weights, stats):
+            entry = per_layer.setdefault(weight.layer, np.zeros(4))
+            entry += (penalty, zeros, nonfinite, size)
+        total = stats.sum(axis=0) if len(stats) else np.zeros(4)
+        if total[2] > 0 and not self._warned_nonfinite:
+            self._warned_nonfinite = True
+            warnings.warn(
+                "SparsityLogger: some regularized weights are NaN or infinite; "
+                "their sparsity and penalty are logged as NaN.",
+                stacklevel=2,
+            )
+
+        def values(row):
+            penalty, zeros, nonfinite, size = row
+            sparsity = zeros / size if size else 0.0
+            if nonfinite:
+                sparsity = math.nan
+            return {"penalty": float(penalty), "sparsity": float(sparsity)}
+
+        return values(total), {layer: values(row) for layer, row in per_layer.items()}
+
+    def _write_events(self, epoch, weights, totals, per_layer):
+        scalars = {"total/sparsity": totals["sparsity"], "total/penalty": totals["penalty"]}
+        for layer, values in per_layer.items():
+            scalars[f"{layer}/sparsity"] = values["sparsity"]
+            scalars[f"{layer}/penalty"] = values["penalty"]
+        histograms = {}
+        if self.histogram_freq and epoch % self.histogram_freq == 0:
+            histograms = {
+                f"{w.path}/histogram": keras.ops.convert_to_numpy(w.variable.value)
+                for w in weights
+            }
+        self._writer.write(epoch, scalars, histograms)

@@ -1,0 +1,283 @@
+"""`ProximalOptimizer`: a gradient step on the data loss, then a proximal step.
+
+This is forward–backward splitting (FOBOS): for the objective
+`data_loss(w) + penalty(w)` each update is `w ← prox(w − step·∇data_loss(w),
+step)`, where `prox` is the regularizer's proximal operator. For L1 it is a
+soft-threshold, so coordinates whose gradient cannot beat `l1` land exactly
+on zero and stay there, which subgradient descent never achieves.
+"""
+
+import weakref
+
+import keras
+from keras import ops
+
+from keras_l1.regularizers import as_proximal
+
+
+def _sgd_step(optimizer, index, lr, dtype):
+    # With momentum μ the steady-state displacement is lr·g/(1−μ), so the
+    # threshold must scale the same way for the fixed point to be the optimum.
+    return lr / (1.0 - float(optimizer.momentum))
+
+
+def _adam_step(optimizer, index, lr, dtype):
+    t = ops.cast(optimizer.iterations + 1, dtype)
+    alpha = (
+        lr
+        * ops.sqrt(1 - ops.power(ops.cast(optimizer.beta_2, dtype), t))
+        / (1 - ops.power(ops.cast(optimizer.beta_1, dtype), t))
+    )
+    states = optimizer._velocity_hats if optimizer.amsgrad else optimizer._velocities
+    return alpha / (ops.sqrt(states[index]) + optimizer.epsilon)
+
+
+def _adamax_step(optimizer, index, lr, dtype):
+    t = ops.cast(optimizer.iterations + 1, dtype)
+    bias = 1 - ops.power(ops.cast(optimizer.beta_1, dtype), t)
+    return lr / (bias * (optimizer._u[index] + optimizer.epsilon))
+
+
+def _rmsprop_step(optimizer, index, lr, dtype):
+    velocity = optimizer._velocities[index]
+    if optimizer.centered:
+        denominator = velocity - ops.square(optimizer._average_gradients[index])
+    else:
+        denominator = velocity
+    step = lr / ops.sqrt(denominator + optimizer.epsilon)
+    return step / (1.0 - float(optimizer.momentum))
+
+
+def _adagrad_step(optimizer, index, lr, dtype):
+    return lr / ops.sqrt(optimizer._accumulators[index] + optimizer.epsilon)
+
+
+# The step each optimizer really takes, per coordinate, read from its state
+# right after its own update. Order matters: AdamW is an Adam subclass.
+_STEP_RULES = (
+    (keras.optimizers.SGD, _sgd_step),
+    (keras.optimizers.Adam, _adam_step),
+    (keras.optimizers.Adamax, _adamax_step),
+    (keras.optimizers.RMSprop, _rmsprop_step),
+    (keras.optimizers.Adagrad, _adagrad_step),
+)
+SUPPORTED_OPTIMIZERS = ("SGD", "Adam", "AdamW", "Adamax", "RMSprop", "Adagrad")
+
+
+def _step_rule(optimizer):
+    for cls, rule in _STEP_RULES:
+        if isinstance(optimizer, cls):
+            return rule
+    return None
+
+
+def _release(regularizers):
+    for regularizer in regularizers:
+        regularizer._proximal = False
+
+
+def _replica_scale():
+    # Under tf.distribute Keras divides the regularization loss by the number
+    # of replicas before each replica differentiates it.
+    if keras.backend.backend() != "tensorflow":
+        return 1.0
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return 1.0
+    return 1.0 / context.num_replicas_in_sync
+
+
+@keras.saving.register_keras_serializable(package="keras_l1")
+class ProximalOptimizer(keras.optimizers.Optimizer):
+    """Wraps a Keras optimizer so that L1-type penalties give exact zeros.
+
+    After each real update of the wrapped optimizer, every variable whose
+    regularizer has a proximal operator (`L1Regularizer`,
+    `ElasticNetRegularizer`, `GroupLassoRegularizer`, and Keras's own `L1` /
+    `L1L2`, which are treated as their keras_l1 equivalents) gets
+    `w ← regularizer.prox(w, step)`, with the step the optimizer really took:
+    `lr` for plain SGD (`lr / (1 − momentum)` with momentum, the learning rate
+    of *this* step under a schedule), and the per-coordinate
+    `lr_t / (sqrt(v) + ε)` for Adam, AdamW, Adamax, RMSprop and Adagrad. With
+    plain SGD this is proximal gradient descent and converges to the Lasso
+    optimum; with the diagonal preconditioners its fixed points are the same
+    optimum. For `GroupLassoRegularizer` under an adaptive optimizer the
+    per-coordinate step is averaged within each group, a heuristic.
+
+    The penalty still enters the loss *value* (`fit` reports the true
+    objective), but its gradient no longer enters the update: the proximal
+    step accounts for it, exactly once. Nothing else changes for the user:
+    swap the optimizer, keep the model.
+
+    Args:
+        optimizer: The optimizer to wrap: an instance, a name such as
+            `"adam"`, or a serialized config. One of SGD, Adam, AdamW,
+            Adamax, RMSprop, Adagrad; others raise a `ValueError`, since no
+            exact proximal step is known for them.
+        name: Optional name. Defaults to `"proximal_optimizer"`.
+
+    Raises:
+        ValueError: If `optimizer` is not a supported optimizer.
+
+    Example:
+
+    >>> import keras, numpy as np, keras_l1
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(
+    ...     1, use_bias=False, kernel_regularizer=keras_l1.L1Regularizer(0.5))])
+    >>> model.compile(keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.1)), "mse")
+    >>> x = np.eye(3, dtype="float32"); y = np.array([[3.0], [0.1], [-2.0]])
+    >>> _ = model.fit(x, y, epochs=300, batch_size=3, verbose=0)
+    >>> np.round(model.layers[0].kernel.numpy().ravel(), 3).tolist()
+    [2.25, 0.0, -1.25]
+    """
+
+    def __init__(self, optimizer, name=None, **kwargs):
+        if kwargs:
+            raise ValueError(
+                "Invalid keyword arguments for ProximalOptimizer: "
+                f"{sorted(kwargs)}; set them on the wrapped optimizer instead. "
+                f"Received: {kwargs!r}"
+            )
+        try:
+            inner = keras.optimizers.get(optimizer)
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                "Invalid value for argument `optimizer`: expected a Keras "
+                "optimizer instance, name or config. "
+                f"Received: optimizer={optimizer!r}"
+            ) from error
+        rule = _step_rule(inner)
+        if rule is None:
+            raise ValueError(
+                "Invalid value for argument `optimizer`: expected one of "
+                f"{', '.join(SUPPORTED_OPTIMIZERS)} (no exact proximal step is "
+                f"known for others). Received: optimizer={optimizer!r}"
+            )
+        super().__init__(learning_rate=0.0, name=name or "proximal_optimizer")
+        self.inner_optimizer = inner
+        self._step_rule = rule
+        self._regularizers = []
+        self._hook_inner_update()
+
+    def _hook_inner_update(self):
+        inner = self.inner_optimizer
+        if keras.backend.backend() == "tensorflow":
+            # `update_step` runs inside tf.distribute's per-variable update,
+            # so the proximal assignment is mirrored like the update itself.
+            update_step = inner.update_step
+
+            def proximal_update_step(gradient, variable, learning_rate):
+                update_step(gradient, variable, learning_rate)
+                self._prox(variable, learning_rate)
+
+            inner.update_step = proximal_update_step
+        else:
+            # The torch optimizers update all variables at once in
+            # `_backend_update_step`; JAX selects its result under gradient
+            # accumulation. Either way it runs only on real update steps.
+            backend_update_step = inner._backend_update_step
+
+            def proximal_backend_update_step(grads, variables, learning_rate):
+                backend_update_step(grads, variables, learning_rate)
+                for variable in variables:
+                    self._prox(variable, learning_rate)
+
+            inner._backend_update_step = proximal_backend_update_step
+
+    def _prox(self, variable, learning_rate):
+        index = self.inner_optimizer._get_variable_index(variable)
+        regularizer = self._regularizers[index]
+        if regularizer is None:
+            return
+        dtype = variable.dtype
+        lr = ops.cast(learning_rate, dtype)
+        step = self._step_rule(self.inner_optimizer, index, lr, dtype)
+        value = ops.convert_to_tensor(variable)
+        self.inner_optimizer.assign(variable, regularizer.prox(value, step))
+
+    def build(self, var_list):
+        regularizers = []
+        for variable in var_list:
+            regularizer = as_proximal(getattr(variable, "regularizer", None))
+            if regularizer is not None:
+                # Keras's L1/L1L2 become the equivalent keras_l1 regularizer on
+                # the variable only; the layer (and so its config) keeps its own.
+                variable.regularizer = regularizer
+                regularizer._proximal = True
+            regularizers.append(regularizer)
+        self._regularizers = regularizers
+        claimed = [r for r in regularizers if r is not None]
+        weakref.finalize(self, _release, claimed)
+        self.inner_optimizer.build(var_list)
+        super().build(var_list)
+
+    @property
+    def variables(self):
+        return self._variables + self.inner_optimizer.variables
+
+    def apply(self, grads, trainable_variables=None):
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables)
+            self.built = True
+        variables = self._trainable_variables if trainable_variables is None else trainable_variables
+        grads = self._data_gradients(grads, variables)
+        self.inner_optimizer.apply(grads, trainable_variables)
+
+    def _data_gradients(self, grads, variables):
+        # If the loss was traced before this optimizer claimed the
+        # regularizers (TensorFlow builds optimizers lazily, on the first
+        # step), its gradient includes the penalty: take it out, so the
+        # proximal step stays the only place the penalty acts.
+        result = []
+        for grad, variable in zip(grads, variables):
+            regularizer = getattr(variable, "regularizer", None)
+            if (
+                grad is not None
+                and regularizer is not None
+                and regularizer._proximal
+                and regularizer._gradient_in_last_call
+            ):
+                value = ops.convert_to_tensor(variable)
+                penalty_grad = regularizer.gradient(ops.cast(value, "float32"))
+                grad = grad - ops.cast(penalty_grad * _replica_scale(), grad.dtype)
+            result.append(grad)
+        return result
+
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.inner_optimizer.learning_rate = learning_rate
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    def finalize_variable_values(self, var_list):
+        self.inner_optimizer.finalize_variable_values(var_list)
+
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        if not isinstance(config, dict) or "optimizer" not in config:
+            raise ValueError(
+                "Invalid value for argument `config` of "
+                "ProximalOptimizer.from_config: expected a dict with key "
+                f"'optimizer'. Received: config={config!r}"
+            )
+        config = dict(config)
+        inner = keras.saving.deserialize_keras_object(
+            config.pop("optimizer"), custom_objects=custom_objects
+        )
+        return cls(inner, **config)

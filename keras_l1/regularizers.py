@@ -1,0 +1,309 @@
+"""Weight regularizers whose penalty has a closed-form proximal operator.
+
+Each regularizer adds its penalty to the loss like any Keras regularizer, and
+also exposes `prox(w, step)`: the solution of
+`argmin_y ½‖y − w‖² + step · penalty(y)`. `keras_l1.ProximalOptimizer` applies
+that operator after each gradient step, which is what makes weights exactly
+zero; plain (sub)gradient descent on `|w|` only makes them oscillate around it.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_l1._validation import check_config_keys
+from keras_l1._validation import check_int
+from keras_l1._validation import check_non_negative_float
+
+
+def soft_threshold(x, threshold):
+    """Soft-thresholding: `sign(x) * max(|x| − threshold, 0)`.
+
+    The proximal operator of `threshold · ‖x‖₁`, i.e. the solution of
+    `argmin_y ½‖y − x‖² + threshold · ‖y‖₁`. Entries with `|x| <= threshold`
+    become exactly zero; the others move `threshold` towards zero.
+
+    Args:
+        x: A tensor.
+        threshold: A non-negative scalar or a tensor broadcastable to `x`
+            (a per-coordinate threshold).
+
+    Returns:
+        A tensor of the dtype and shape of `x`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> np.asarray(soft_threshold(np.array([3.0, -0.5, -2.0]), 1.0)).tolist()
+    [2.0, -0.0, -1.0]
+    """
+    x = ops.convert_to_tensor(x)
+    threshold = ops.cast(threshold, x.dtype)
+    return ops.sign(x) * ops.maximum(ops.abs(x) - threshold, 0)
+
+
+def _accumulation_dtype(dtype) -> str:
+    # bfloat16/float16 sums over millions of weights lose every digit or
+    # overflow; float64 weights keep their own precision.
+    return "float64" if keras.backend.standardize_dtype(dtype) == "float64" else "float32"
+
+
+class _ProximalRegularizer(keras.regularizers.Regularizer):
+    """Shared machinery: float32 accumulation and the proximal mode.
+
+    In proximal mode (set by `ProximalOptimizer` on the regularizers of the
+    variables it updates) the penalty still enters the loss value, so `fit`
+    reports the true objective, but not its gradient: the proximal step
+    accounts for it instead, exactly once.
+    """
+
+    _config_keys: frozenset = frozenset()
+
+    def __init__(self):
+        self._proximal = False
+        # Whether the penalty gradient reached the most recent loss. Starts
+        # True: a regularizer that takes over from another one (see
+        # `as_proximal`) must assume that the loss traced before it did.
+        self._gradient_in_last_call = True
+
+    def __call__(self, x):
+        self._gradient_in_last_call = not self._proximal
+        x = ops.convert_to_tensor(x)
+        w = ops.cast(x, _accumulation_dtype(x.dtype))
+        if self._proximal:
+            w = ops.stop_gradient(w)
+        return ops.cast(self._penalty(w), "float32")
+
+    def _penalty(self, w):
+        raise NotImplementedError
+
+    def prox(self, w, step):
+        """Proximal operator: `argmin_y ½‖y − w‖² + step · penalty(y)`."""
+        raise NotImplementedError
+
+    def gradient(self, w):
+        """The gradient of the penalty that autodiff gives (0 at kinks)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config):
+        check_config_keys(cls.__name__, config, set(cls._config_keys))
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+@keras.saving.register_keras_serializable(package="keras_l1")
+class L1Regularizer(_ProximalRegularizer):
+    """L1 (Lasso) penalty: `loss = l1 * sum(abs(w))`.
+
+    Pass it as `kernel_regularizer=` (or any `*_regularizer=`) to a layer. The
+    sum is accumulated in float32 whatever the weight dtype, and the gradient
+    at `w == 0` is exactly 0. With `keras_l1.ProximalOptimizer`, weights
+    reach exact zeros: the proximal step is `soft_threshold(w, step * l1)`,
+    which for plain gradient descent with step `lr` reaches the Lasso optimum.
+
+    Args:
+        l1: Non-negative finite float, the regularization strength.
+            Defaults to `0.01`.
+
+    Returns:
+        Called on a weight tensor, a float32 scalar: the penalty.
+
+    Raises:
+        TypeError: If `l1` is not a real number (or is a bool).
+        ValueError: If `l1` is negative, NaN or infinite.
+
+    Example:
+
+    >>> import numpy as np
+    >>> reg = L1Regularizer(l1=0.1)
+    >>> round(float(reg(np.array([[1.0, -2.0], [0.0, 3.0]]))), 6)
+    0.6
+    >>> reg.get_config()
+    {'l1': 0.1}
+    """
+
+    _config_keys = frozenset({"l1"})
+
+    def __init__(self, l1: float = 0.01):
+        super().__init__()
+        self.l1 = check_non_negative_float("l1", l1)
+
+    def _penalty(self, w):
+        return self.l1 * ops.sum(ops.abs(w))
+
+    def prox(self, w, step):
+        """Soft-threshold `w` at `step * l1` (per coordinate if `step` is)."""
+        return soft_threshold(w, ops.multiply(step, self.l1))
+
+    def gradient(self, w):
+        return ops.sign(w) * ops.cast(self.l1, w.dtype)
+
+    def get_config(self) -> dict:
+        return {"l1": self.l1}
+
+
+@keras.saving.register_keras_serializable(package="keras_l1")
+class ElasticNetRegularizer(_ProximalRegularizer):
+    """Elastic net: `loss = l1 * sum(abs(w)) + l2 * sum(w ** 2)`.
+
+    The penalty of Keras's `L1L2`, plus its proximal operator:
+    `soft_threshold(w, step * l1) / (1 + 2 * step * l2)`.
+
+    Args:
+        l1: Non-negative finite float, the L1 strength. Defaults to `0.01`.
+        l2: Non-negative finite float, the squared-L2 strength.
+            Defaults to `0.01`.
+
+    Returns:
+        Called on a weight tensor, a float32 scalar: the penalty.
+
+    Raises:
+        TypeError: If `l1` or `l2` is not a real number (or is a bool).
+        ValueError: If `l1` or `l2` is negative, NaN or infinite.
+
+    Example:
+
+    >>> import numpy as np
+    >>> reg = ElasticNetRegularizer(l1=0.1, l2=0.5)
+    >>> round(float(reg(np.array([1.0, -2.0]))), 6)
+    2.8
+    """
+
+    _config_keys = frozenset({"l1", "l2"})
+
+    def __init__(self, l1: float = 0.01, l2: float = 0.01):
+        super().__init__()
+        self.l1 = check_non_negative_float("l1", l1)
+        self.l2 = check_non_negative_float("l2", l2)
+
+    def _penalty(self, w):
+        return self.l1 * ops.sum(ops.abs(w)) + self.l2 * ops.sum(ops.square(w))
+
+    def prox(self, w, step):
+        """Soft-threshold at `step * l1`, then shrink by `1 + 2 * step * l2`."""
+        shrink = ops.cast(1 + 2 * ops.multiply(step, self.l2), w.dtype)
+        return soft_threshold(w, ops.multiply(step, self.l1)) / shrink
+
+    def gradient(self, w):
+        return ops.sign(w) * ops.cast(self.l1, w.dtype) + w * ops.cast(
+            2 * self.l2, w.dtype
+        )
+
+    def get_config(self) -> dict:
+        return {"l1": self.l1, "l2": self.l2}
+
+
+@keras.saving.register_keras_serializable(package="keras_l1")
+class GroupLassoRegularizer(_ProximalRegularizer):
+    """Group lasso: `loss = l1 * sum_g sqrt(size_g) * ‖w_g‖₂`.
+
+    Weights that share an index along `group_axis` form one group `w_g`. On a
+    Dense kernel of shape `(inputs, units)`, `group_axis=0` makes each input
+    feature's outgoing weights a group (whole features drop out) and
+    `group_axis=-1` each unit's incoming weights (whole units drop out).
+    The proximal operator is the block soft-threshold
+    `w_g * max(0, 1 − step * l1 * sqrt(size_g) / ‖w_g‖₂)`; value and gradient
+    are finite (the gradient 0) at `‖w_g‖₂ = 0`.
+
+    Args:
+        l1: Non-negative finite float, the strength. Defaults to `0.01`.
+        group_axis: Integer, the axis whose indices name the groups.
+            Defaults to `0`.
+
+    Returns:
+        Called on a weight tensor, a float32 scalar: the penalty.
+
+    Raises:
+        TypeError: If `l1` is not a real number or `group_axis` not an int.
+        ValueError: If `l1` is negative, NaN or infinite, or `group_axis` is
+            out of range for the weight it is called on.
+
+    Example:
+
+    >>> import numpy as np
+    >>> reg = GroupLassoRegularizer(l1=0.1, group_axis=0)
+    >>> round(float(reg(np.array([[3.0, 4.0], [0.0, 0.0]]))), 6)
+    0.707107
+    """
+
+    _config_keys = frozenset({"l1", "group_axis"})
+
+    def __init__(self, l1: float = 0.01, group_axis: int = 0):
+        super().__init__()
+        self.l1 = check_non_negative_float("l1", l1)
+        self.group_axis = check_int("group_axis", group_axis)
+
+    def _reduce_axes(self, w):
+        rank = len(w.shape)
+        if not -rank <= self.group_axis < rank:
+            raise ValueError(
+                f"Invalid value for argument `group_axis`: expected an axis of "
+                f"a weight of rank {rank}. Received: group_axis={self.group_axis}"
+            )
+        axis = self.group_axis % rank
+        return tuple(a for a in range(rank) if a != axis)
+
+    def _group_norms(self, w):
+        axes = self._reduce_axes(w)
+        squares = ops.sum(ops.square(w), axis=axes, keepdims=True)
+        # sqrt has an infinite derivative at 0; feed it 1 there instead and
+        # mask the result, so both the value and the gradient are 0.
+        nonzero = squares > 0
+        norms = ops.sqrt(ops.where(nonzero, squares, ops.ones_like(squares)))
+        return ops.where(nonzero, norms, ops.zeros_like(norms)), axes
+
+    def _scale(self, w, axes):
+        size = math.prod(w.shape[a] for a in axes)
+        return self.l1 * math.sqrt(size)
+
+    def _penalty(self, w):
+        norms, axes = self._group_norms(w)
+        return self._scale(w, axes) * ops.sum(norms)
+
+    def prox(self, w, step):
+        """Block soft-threshold each group at `step * l1 * sqrt(size_g)`.
+
+        A per-coordinate `step` (adaptive optimizers) is averaged within each
+        group: a heuristic, since the block prox under a non-uniform metric
+        has no closed form.
+        """
+        norms, axes = self._group_norms(w)
+        step = ops.cast(step, w.dtype)
+        if len(step.shape) > 0:
+            step = ops.mean(ops.broadcast_to(step, w.shape), axis=axes, keepdims=True)
+        threshold = step * ops.cast(self._scale(w, axes), w.dtype)
+        safe = ops.where(norms > 0, norms, ops.ones_like(norms))
+        factor = ops.maximum(1 - threshold / safe, 0)
+        return w * ops.where(norms > 0, factor, ops.zeros_like(factor))
+
+    def gradient(self, w):
+        norms, axes = self._group_norms(w)
+        safe = ops.where(norms > 0, norms, ops.ones_like(norms))
+        return w / safe * ops.cast(self._scale(w, axes), w.dtype)
+
+    def get_config(self) -> dict:
+        return {"l1": self.l1, "group_axis": self.group_axis}
+
+
+def as_proximal(regularizer):
+    """Returns the keras_l1 regularizer equivalent to `regularizer`, or None.
+
+    keras_l1 regularizers map to themselves; Keras's own `L1` and `L1L2` map
+    to an `L1Regularizer` / `ElasticNetRegularizer` with the same penalty.
+    Anything else (L2 alone, custom callables) has no proximal operator here.
+    """
+    if isinstance(regularizer, _ProximalRegularizer):
+        return regularizer
+    if type(regularizer) is keras.regularizers.L1:
+        return L1Regularizer(float(regularizer.l1))
+    if type(regularizer) is keras.regularizers.L1L2:
+        config = regularizer.get_config()
+        if config["l1"] == 0:
+            return None
+        return ElasticNetRegularizer(config["l1"], config["l2"])
+    return None
