@@ -7,7 +7,7 @@ def _tensorflow():
     except ImportError as error:
         raise ImportError(
             "Writing TensorBoard events needs TensorFlow, which is not "
-            "installed. Install it with `pip install \"keras_l1[tensorflow]\"` "
+            'installed. Install it with `pip install "keras_l1[tensorflow]"` '
             "(or `pip install tensorflow-cpu`), or pass `log_dir=None` to log "
             "only into `logs`/History."
         ) from error

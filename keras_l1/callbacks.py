@@ -143,7 +143,6 @@ class SparsityLogger(keras.callbacks.Callback):
         histograms = {}
         if self.histogram_freq and epoch % self.histogram_freq == 0:
             histograms = {
-                f"{w.path}/histogram": keras.ops.convert_to_numpy(w.variable.value)
-                for w in weights
+                f"{w.path}/histogram": keras.ops.convert_to_numpy(w.variable.value) for w in weights
             }
         self._writer.write(epoch, scalars, histograms)

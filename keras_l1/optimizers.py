@@ -223,7 +223,9 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
             with keras.name_scope(self.name, caller=self):
                 self.build(trainable_variables)
             self.built = True
-        variables = self._trainable_variables if trainable_variables is None else trainable_variables
+        variables = trainable_variables
+        if variables is None:
+            variables = self._trainable_variables
         grads = self._data_gradients(grads, variables)
         self.inner_optimizer.apply(grads, trainable_variables)
 

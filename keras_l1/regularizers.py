@@ -190,9 +190,7 @@ class ElasticNetRegularizer(_ProximalRegularizer):
         return soft_threshold(w, ops.multiply(step, self.l1)) / shrink
 
     def gradient(self, w):
-        return ops.sign(w) * ops.cast(self.l1, w.dtype) + w * ops.cast(
-            2 * self.l2, w.dtype
-        )
+        return ops.sign(w) * ops.cast(self.l1, w.dtype) + w * ops.cast(2 * self.l2, w.dtype)
 
     def get_config(self) -> dict:
         return {"l1": self.l1, "l2": self.l2}
