@@ -1,0 +1,262 @@
+import json
+import math
+import re
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_l1
+from keras_l1.regularizers import as_proximal
+
+ALL = [
+    (keras_l1.L1Regularizer, {"l1": 0.01}),
+    (keras_l1.ElasticNetRegularizer, {"l1": 0.01, "l2": 0.02}),
+    (keras_l1.GroupLassoRegularizer, {"l1": 0.01, "group_axis": -1}),
+]
+
+
+def grad_of(regularizer, w):
+    """The autodiff gradient of the penalty (TensorFlow backend)."""
+    import tensorflow as tf
+
+    variable = tf.Variable(w)
+    with tf.GradientTape() as tape:
+        penalty = regularizer(variable)
+    return tape.gradient(penalty, variable).numpy()
+
+
+class TestSoftThreshold:
+    def test_closed_form(self):
+        result = keras_l1.soft_threshold(np.array([3.0, -0.5, -2.0, 0.0, 1.0]), 1.0)
+        np.testing.assert_array_equal(ops.convert_to_numpy(result), [2.0, 0.0, -1.0, 0.0, 0.0])
+
+    def test_per_coordinate_threshold(self):
+        result = keras_l1.soft_threshold(np.array([3.0, -3.0, 3.0]), np.array([1.0, 2.0, 4.0]))
+        np.testing.assert_array_equal(ops.convert_to_numpy(result), [2.0, -1.0, 0.0])
+
+    def test_zero_threshold_is_identity(self):
+        x = np.random.default_rng(0).normal(size=20)
+        np.testing.assert_array_equal(ops.convert_to_numpy(keras_l1.soft_threshold(x, 0.0)), x)
+
+
+class TestL1Regularizer:
+    def test_penalty_closed_form(self):
+        w = np.random.default_rng(0).normal(size=(7, 5)).astype("float32")
+        value = keras_l1.L1Regularizer(0.1)(w)
+        assert value.dtype == "float32"
+        np.testing.assert_allclose(float(value), 0.1 * np.abs(w).sum(), rtol=1e-6)
+
+    def test_get_config_keeps_exact_float(self):
+        assert keras_l1.L1Regularizer(0.01).get_config() == {"l1": 0.01}
+        config = keras_l1.L1Regularizer(np.float32(0.25)).get_config()
+        assert config == {"l1": 0.25} and type(config["l1"]) is float
+
+    @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+    def test_low_precision_penalty_is_float32_accurate(self, dtype):
+        # 2M weights of ±0.05: float16 overflows and bfloat16 loses all digits
+        # if the sum is accumulated in the weight dtype.
+        signs = np.where(np.random.default_rng(0).random(2_000_000) < 0.5, -1.0, 1.0)
+        w = ops.cast(0.05 * signs, dtype)
+        exact = 0.01 * np.abs(ops.convert_to_numpy(ops.cast(w, "float32"))).astype(np.float64).sum()
+        value = keras_l1.L1Regularizer(0.01)(w)
+        assert value.dtype == "float32"
+        assert abs(float(value) - exact) / exact < 1e-5
+
+    @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+    def test_low_precision_model_fits(self, dtype):
+        model = keras.Sequential(
+            [
+                keras.Input((4,)),
+                keras.layers.Dense(
+                    3, dtype=dtype, kernel_regularizer=keras_l1.L1Regularizer(0.01)
+                ),
+            ]
+        )
+        model.compile("sgd", "mse")
+        x = np.ones((8, 4), "float32")
+        history = model.fit(x, np.zeros((8, 3), "float32"), epochs=2, verbose=0)
+        assert np.all(np.isfinite(history.history["loss"]))
+        kernel = ops.convert_to_numpy(ops.cast(model.layers[0].kernel, "float32"))
+        np.testing.assert_allclose(
+            float(model.losses[0]), 0.01 * np.abs(kernel).sum(), rtol=1e-6
+        )
+
+    def test_gradient_is_sign_and_zero_at_zero(self):
+        w = np.array([[0.0, 2.0], [-3.0, 0.0]], "float32")
+        np.testing.assert_array_equal(
+            grad_of(keras_l1.L1Regularizer(0.5), w), [[0.0, 0.5], [-0.5, 0.0]]
+        )
+
+    def test_prox_closed_form(self):
+        reg = keras_l1.L1Regularizer(0.5)
+        result = reg.prox(np.array([3.0, -0.5, -2.0]), 2.0)
+        np.testing.assert_array_equal(ops.convert_to_numpy(result), [2.0, 0.0, -1.0])
+
+    @pytest.mark.parametrize(
+        "value, error, received",
+        [
+            (-0.1, ValueError, "l1=-0.1"),
+            (float("nan"), ValueError, "l1=nan"),
+            (float("inf"), ValueError, "l1=inf"),
+            (-float("inf"), ValueError, "l1=-inf"),
+            (True, TypeError, "l1=True of type bool"),
+            ("0.1", TypeError, "l1='0.1' of type str"),
+            (None, TypeError, "l1=None of type NoneType"),
+        ],
+    )
+    def test_invalid_l1(self, value, error, received):
+        kind = "type" if error is TypeError else "value"
+        message = (
+            f"Invalid {kind} for argument `l1`: expected a non-negative finite float. "
+            f"Received: {received}"
+        )
+        with pytest.raises(error, match=f"^{re.escape(message)}$"):
+            keras_l1.L1Regularizer(value)
+
+    def test_numpy_scalars_accepted(self):
+        assert keras_l1.L1Regularizer(np.float64(0.5)).l1 == 0.5
+        assert keras_l1.L1Regularizer(np.int64(2)).l1 == 2.0
+
+    def test_resolves_by_registered_name(self):
+        reg = keras.regularizers.get(
+            {"class_name": "keras_l1>L1Regularizer", "config": {"l1": 0.1}}
+        )
+        assert isinstance(reg, keras_l1.L1Regularizer) and reg.l1 == 0.1
+
+
+class TestElasticNetRegularizer:
+    def test_penalty_closed_form(self):
+        w = np.random.default_rng(1).normal(size=(6, 4)).astype("float32")
+        value = keras_l1.ElasticNetRegularizer(0.1, 0.3)(w)
+        expected = 0.1 * np.abs(w).sum() + 0.3 * np.square(w).sum()
+        np.testing.assert_allclose(float(value), expected, rtol=1e-6)
+
+    def test_prox_closed_form(self):
+        reg = keras_l1.ElasticNetRegularizer(l1=0.5, l2=0.25)
+        result = ops.convert_to_numpy(reg.prox(np.array([3.0, -0.5, -2.0]), 2.0))
+        # soft-threshold at 1, then divide by 1 + 2 * 2 * 0.25 = 2.
+        np.testing.assert_array_equal(result, [1.0, 0.0, -0.5])
+
+    def test_prox_solves_its_problem(self):
+        # argmin_y ½(y − x)² + t(l1|y| + l2 y²), checked by brute force.
+        reg = keras_l1.ElasticNetRegularizer(l1=0.3, l2=0.7)
+        grid = np.linspace(-3, 3, 600001)
+        for x in (-2.0, -0.1, 0.0, 0.5, 2.5):
+            objective = 0.5 * (grid - x) ** 2 + 0.4 * (0.3 * np.abs(grid) + 0.7 * grid**2)
+            expected = grid[np.argmin(objective)]
+            got = float(ops.convert_to_numpy(reg.prox(np.array([x]), 0.4))[0])
+            assert abs(got - expected) < 2e-5
+
+    def test_gradient_matches_autodiff(self):
+        reg = keras_l1.ElasticNetRegularizer(0.2, 0.3)
+        w = np.array([[0.0, 1.5], [-2.0, 0.25]], "float32")
+        np.testing.assert_allclose(
+            grad_of(reg, w), ops.convert_to_numpy(reg.gradient(w)), rtol=1e-6
+        )
+        np.testing.assert_allclose(grad_of(reg, w)[0, 0], 0.0)
+
+    def test_invalid_l2(self):
+        message = (
+            "Invalid value for argument `l2`: expected a non-negative finite float. "
+            "Received: l2=-1"
+        )
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            keras_l1.ElasticNetRegularizer(0.1, -1)
+
+
+class TestGroupLassoRegularizer:
+    def test_penalty_closed_form_rows_and_columns(self):
+        w = np.random.default_rng(2).normal(size=(5, 3)).astype("float32")
+        rows = keras_l1.GroupLassoRegularizer(0.1, group_axis=0)(w)
+        np.testing.assert_allclose(
+            float(rows), 0.1 * math.sqrt(3) * np.linalg.norm(w, axis=1).sum(), rtol=1e-6
+        )
+        cols = keras_l1.GroupLassoRegularizer(0.1, group_axis=-1)(w)
+        np.testing.assert_allclose(
+            float(cols), 0.1 * math.sqrt(5) * np.linalg.norm(w, axis=0).sum(), rtol=1e-6
+        )
+
+    def test_conv_kernel_groups_by_output_channel(self):
+        w = np.random.default_rng(3).normal(size=(3, 3, 2, 4)).astype("float32")
+        value = keras_l1.GroupLassoRegularizer(0.1, group_axis=-1)(w)
+        norms = np.sqrt((w**2).sum(axis=(0, 1, 2)))
+        np.testing.assert_allclose(float(value), 0.1 * math.sqrt(18) * norms.sum(), rtol=1e-6)
+
+    def test_zero_group_has_finite_value_and_zero_gradient(self):
+        w = np.array([[0.0, 0.0], [3.0, 4.0]], "float32")
+        reg = keras_l1.GroupLassoRegularizer(1.0, group_axis=0)
+        np.testing.assert_allclose(float(reg(w)), math.sqrt(2) * 5.0, rtol=1e-6)
+        grad = grad_of(reg, w)
+        assert np.all(np.isfinite(grad))
+        np.testing.assert_array_equal(grad[0], [0.0, 0.0])
+        np.testing.assert_allclose(grad[1], math.sqrt(2) * np.array([0.6, 0.8]), rtol=1e-6)
+        np.testing.assert_allclose(grad, ops.convert_to_numpy(reg.gradient(w)), rtol=1e-6)
+
+    def test_prox_block_soft_threshold(self):
+        reg = keras_l1.GroupLassoRegularizer(1.0, group_axis=0)
+        w = np.array([[3.0, 4.0], [0.3, 0.4], [0.0, 0.0]])
+        # threshold = step * l1 * sqrt(2); row 1 (norm 5) shrinks, row 2 (norm 0.5) dies.
+        step = 1.0 / math.sqrt(2)
+        result = ops.convert_to_numpy(reg.prox(w, step))
+        np.testing.assert_allclose(result[0], [3.0 * 0.8, 4.0 * 0.8], rtol=1e-6)
+        np.testing.assert_array_equal(result[1:], 0.0)
+
+    def test_group_axis_out_of_range(self):
+        message = (
+            "Invalid value for argument `group_axis`: expected an axis of a weight of "
+            "rank 2. Received: group_axis=2"
+        )
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            keras_l1.GroupLassoRegularizer(0.1, group_axis=2)(np.ones((2, 2)))
+
+    def test_group_axis_type(self):
+        message = (
+            "Invalid type for argument `group_axis`: expected an integer. "
+            "Received: group_axis=0.5 of type float"
+        )
+        with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+            keras_l1.GroupLassoRegularizer(0.1, group_axis=0.5)
+
+
+@pytest.mark.parametrize("cls, config", ALL)
+class TestSerialization:
+    def test_config_round_trip(self, cls, config):
+        reg = cls(**config)
+        assert reg.get_config() == config
+        again = cls.from_config(json.loads(json.dumps(reg.get_config())))
+        assert again.get_config() == config
+
+    def test_keras_serialize_round_trip(self, cls, config):
+        serialized = keras.regularizers.serialize(cls(**config))
+        assert serialized["registered_name"] == f"keras_l1>{cls.__name__}"
+        again = keras.regularizers.deserialize(json.loads(json.dumps(serialized)))
+        assert type(again) is cls and again.get_config() == config
+
+    def test_from_config_rejects_unknown_keys(self, cls, config):
+        message = (
+            f"Invalid value for argument `config` of {cls.__name__}.from_config: "
+            f"unexpected keys ['bogus']; allowed keys are {sorted(config)}. "
+            f"Received: config={ {**config, 'bogus': 1}!r}"
+        )
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            cls.from_config({**config, "bogus": 1})
+
+
+class TestAsProximal:
+    def test_keras_l1_maps_to_same_penalty(self):
+        mapped = as_proximal(keras.regularizers.L1(0.01))
+        assert isinstance(mapped, keras_l1.L1Regularizer)
+        w = np.random.default_rng(0).normal(size=(4, 4)).astype("float32")
+        np.testing.assert_allclose(
+            float(mapped(w)), float(keras.regularizers.L1(0.01)(w)), rtol=1e-7
+        )
+
+    def test_keras_l1l2_maps_to_elastic_net(self):
+        mapped = as_proximal(keras.regularizers.L1L2(0.01, 0.02))
+        assert isinstance(mapped, keras_l1.ElasticNetRegularizer)
+
+    def test_l2_alone_has_no_prox(self):
+        assert as_proximal(keras.regularizers.L2(0.01)) is None
+        assert as_proximal(keras.regularizers.L1L2(0.0, 0.01)) is None
