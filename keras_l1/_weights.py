@@ -15,9 +15,7 @@ class RegularizedWeight:
     variable: object
     regularizer: object
 
-    @property
-    def path(self) -> str:
-        return self.variable.path
+    path: str
 
 
 def regularized_weights(model) -> list:
@@ -34,8 +32,10 @@ def regularized_weights(model) -> list:
         if regularizer is None or id(variable) in seen:
             continue
         seen.add(id(variable))
-        layer = variable.path.rsplit("/", 1)[0] if "/" in variable.path else variable.path
-        found.append(RegularizedWeight(layer, variable, regularizer))
+        # Sequential models put their own name in front of every path.
+        path = variable.path.removeprefix(f"{model.name}/")
+        layer = path.rsplit("/", 1)[0] if "/" in path else path
+        found.append(RegularizedWeight(layer, variable, regularizer, path))
     return found
 
 
