@@ -199,15 +199,11 @@ class TestSparsityLogger:
             def on_epoch_begin(self, epoch, logs=None):
                 self._epoch = epoch
 
+        # Keep the logger alive: only an explicit flush, not a finalizer, may
+        # have put the finished epochs on disk.
+        logger = keras_l1.SparsityLogger(log_dir=str(tmp_path))
         with pytest.raises(KeyboardInterrupt):
-            model.fit(
-                x,
-                y,
-                epochs=5,
-                batch_size=8,
-                verbose=0,
-                callbacks=[keras_l1.SparsityLogger(log_dir=str(tmp_path)), Interrupt()],
-            )
+            model.fit(x, y, epochs=5, batch_size=8, verbose=0, callbacks=[logger, Interrupt()])
         steps = [s for s, _ in read_scalars(str(tmp_path / "sparsity"))["total/penalty"]]
         assert steps == [0, 1]
 
