@@ -1,0 +1,176 @@
+"""Cost of one training step with each regularizer, with and without the proximal step.
+
+An MLP (784-1024-1024-10 by default, batch 256) with the regularizer on every
+kernel is trained one batch at a time with `train_on_batch`; each step
+synchronizes (the loss comes back to the host), so the time is the whole step.
+All configurations are built and warmed up first, then timed in blocks of
+`--steps` steps, the configurations in a fresh random order in each of the
+`--repeats` rounds so that drift of the machine hits all of them alike; the
+reported time is the median block. Ratios are against "none" (no regularizer)
+and "Keras L1" (`keras.regularizers.L1`) with the same optimizer and jit
+setting, measured in the same run.
+
+    python benchmarks/bench_step.py            # full run, a few minutes on 2 cores
+    python benchmarks/bench_step.py --quick    # small model, seconds
+"""
+
+import argparse
+import statistics
+import sys
+import time
+
+import _common
+import keras
+import numpy as np
+
+import keras_l1
+
+L1 = 1e-4
+
+# name -> (regularizer factory or None, wrap the optimizer in ProximalOptimizer)
+ROWS = {
+    "none": (None, False),
+    "Keras L1": (lambda: keras.regularizers.L1(L1), False),
+    "Keras L1 + prox": (lambda: keras.regularizers.L1(L1), True),
+    "L1Regularizer": (lambda: keras_l1.L1Regularizer(L1), False),
+    "L1Regularizer + prox": (lambda: keras_l1.L1Regularizer(L1), True),
+    "ElasticNetRegularizer": (lambda: keras_l1.ElasticNetRegularizer(L1, L1), False),
+    "ElasticNetRegularizer + prox": (lambda: keras_l1.ElasticNetRegularizer(L1, L1), True),
+    "GroupLassoRegularizer": (lambda: keras_l1.GroupLassoRegularizer(L1), False),
+    "GroupLassoRegularizer + prox": (lambda: keras_l1.GroupLassoRegularizer(L1), True),
+}
+OPTIMIZERS = {
+    "SGD": lambda: keras.optimizers.SGD(0.01),
+    "Adam": lambda: keras.optimizers.Adam(1e-3),
+}
+
+
+def build_model(row: str, optimizer: str, jit: bool, sizes, seed: int = 0):
+    """The MLP of `sizes` with `row`'s regularizer on each kernel, compiled."""
+    keras.utils.set_random_seed(seed)
+    factory, proximal = ROWS[row]
+    layers = [keras.Input((sizes[0],))]
+    for index, units in enumerate(sizes[1:]):
+        last = index == len(sizes) - 2
+        layers.append(
+            keras.layers.Dense(
+                units,
+                activation=None if last else "relu",
+                kernel_regularizer=factory() if factory else None,
+            )
+        )
+    model = keras.Sequential(layers)
+    inner = OPTIMIZERS[optimizer]()
+    model.compile(
+        keras_l1.ProximalOptimizer(inner) if proximal else inner,
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit,
+    )
+    return model
+
+
+def run(
+    sizes=(784, 1024, 1024, 10),
+    batch: int = 256,
+    rows=tuple(ROWS),
+    optimizers=tuple(OPTIMIZERS),
+    jit=(False, True),
+    steps: int = 20,
+    repeats: int = 7,
+    warmup: int = 5,
+    seed: int = 0,
+) -> list:
+    """Times every (row, optimizer, jit) configuration; returns one dict each.
+
+    Each dict has `row`, `optimizer`, `jit`, `ms` (median milliseconds per
+    step), `all_ms` (every block's time), `sparsity` (fraction of exactly
+    zero kernel weights after the timed steps) and `loss` (last loss).
+    """
+    rng = np.random.default_rng(seed)
+    x = keras.ops.convert_to_tensor(rng.standard_normal((batch, sizes[0])).astype("float32"))
+    y = keras.ops.convert_to_tensor(rng.integers(0, sizes[-1], size=(batch,)).astype("int32"))
+    configs = [(row, opt, j) for j in jit for opt in optimizers for row in rows]
+    models = {}
+    for config in configs:
+        model = build_model(*config, sizes=sizes, seed=seed)
+        for _ in range(warmup):
+            model.train_on_batch(x, y)
+        models[config] = model
+    blocks = {config: [] for config in configs}
+    losses = {}
+    for _ in range(repeats):
+        for position in rng.permutation(len(configs)):
+            config = configs[position]
+            model = models[config]
+            start = time.perf_counter()
+            for _ in range(steps):
+                loss = model.train_on_batch(x, y)
+            blocks[config].append((time.perf_counter() - start) / steps * 1e3)
+            losses[config] = float(loss)
+    results = []
+    for config in configs:
+        kernels = [w.numpy() for w in models[config].trainable_weights if w.ndim == 2]
+        zeros = sum(int(np.sum(k == 0)) for k in kernels)
+        size = sum(k.size for k in kernels)
+        results.append(
+            {
+                "row": config[0],
+                "optimizer": config[1],
+                "jit": config[2],
+                "ms": statistics.median(blocks[config]),
+                "all_ms": blocks[config],
+                "sparsity": zeros / size,
+                "loss": losses[config],
+            }
+        )
+    return results
+
+
+def table(results) -> str:
+    """Markdown: one line per row, per (optimizer, jit) the ms and both ratios."""
+    by_key = {(r["row"], r["optimizer"], r["jit"]): r for r in results}
+    columns = sorted({(r["optimizer"], r["jit"]) for r in results}, key=lambda c: (c[1], c[0]))
+    rows = list(dict.fromkeys(r["row"] for r in results))
+    headers = ["configuration"] + [f"{opt}{' jit' if j else ''}" for opt, j in columns]
+    lines = []
+    for row in rows:
+        cells = [row]
+        for opt, j in columns:
+            ms = by_key[(row, opt, j)]["ms"]
+            cell = f"{ms:.1f} ms"
+            if ("none", opt, j) in by_key and row != "none":
+                cell += f" · {ms / by_key[('none', opt, j)]['ms']:.3f}×none"
+            if ("Keras L1", opt, j) in by_key and row not in ("none", "Keras L1"):
+                cell += f" · {ms / by_key[('Keras L1', opt, j)]['ms']:.3f}×L1"
+            cells.append(cell)
+        lines.append(cells)
+    return _common.markdown_table(headers, lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small model, for a smoke run")
+    parser.add_argument("--steps", type=int, default=20, help="steps per timed block")
+    parser.add_argument("--repeats", type=int, default=7, help="timed blocks per configuration")
+    parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--optimizers", nargs="*", default=list(OPTIMIZERS))
+    parser.add_argument("--jit", nargs="*", default=["off", "on"], choices=["off", "on"])
+    args = parser.parse_args(argv)
+    options = {
+        "rows": tuple(args.rows),
+        "optimizers": tuple(args.optimizers),
+        "jit": tuple(j == "on" for j in args.jit),
+        "steps": args.steps,
+        "repeats": args.repeats,
+    }
+    if args.quick:
+        options.update(sizes=(64, 128, 10), batch=32, steps=3, repeats=2, warmup=2)
+    print(f"machine: {_common.machine()}; load average at start {_common.load_average()}")
+    results = run(**options)
+    print(table(results))
+    print(f"load average at end {_common.load_average()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
