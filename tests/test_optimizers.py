@@ -1,3 +1,5 @@
+import json
+import re
 
 import keras
 import numpy as np
@@ -164,3 +166,178 @@ class TestAgainstScikitLearn:
         reference_kernel = reference.coef_.T
         assert (np.all(reference_kernel == 0, axis=1)).sum() >= 1
         assert_same_solution(kernel, reference_kernel, atol=5e-5)
+
+
+def regularized_variable(value, regularizer):
+    variable = keras.Variable(np.asarray(value, "float32"))
+    variable.regularizer = regularizer
+    return variable
+
+
+def numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+class TestProximalOptimizer:
+    def test_sgd_step_follows_the_schedule(self):
+        schedule = keras.optimizers.schedules.ExponentialDecay(0.5, decay_steps=1, decay_rate=0.5)
+        optimizer = keras_l1.ProximalOptimizer(keras.optimizers.SGD(schedule))
+        w0 = np.array([1.0, -0.25, 0.2, -2.0], "float32")
+        g = np.array([0.2, 0.0, -0.4, 1.0], "float32")
+        variable = regularized_variable(w0, keras_l1.L1Regularizer(0.4))
+        expected = w0
+        for lr in (0.5, 0.25):
+            optimizer.apply([g], [variable])
+            moved = expected - lr * g
+            expected = np.sign(moved) * np.maximum(np.abs(moved) - lr * 0.4, 0)
+            np.testing.assert_allclose(numpy(variable), expected, rtol=1e-6)
+        assert (numpy(variable) == 0).sum() == 1
+
+    def test_adam_threshold_is_per_coordinate(self):
+        optimizer = keras_l1.ProximalOptimizer(keras.optimizers.Adam(0.1, epsilon=1e-7))
+        w0 = np.array([1.0, -0.05, 0.5], "float32")
+        g = np.array([0.5, 0.01, -2.0], "float32")
+        variable = regularized_variable(w0, keras_l1.L1Regularizer(0.3))
+        optimizer.apply([g], [variable])
+        # One Adam step from zero state: m = 0.1 g, v = 0.001 g², bias-corrected
+        # alpha = lr·sqrt(1 − β₂)/(1 − β₁), step = alpha/(sqrt(v) + ε).
+        m, v = 0.1 * g, 0.001 * g.astype(np.float64) ** 2
+        alpha = 0.1 * np.sqrt(1 - 0.999) / (1 - 0.9)
+        step = alpha / (np.sqrt(v) + 1e-7)
+        moved = w0 - step * m
+        expected = np.sign(moved) * np.maximum(np.abs(moved) - step * 0.3, 0)
+        # float32 rounds 1 − β₂ to 9.99987e-4, hence the tolerance.
+        np.testing.assert_allclose(numpy(variable), expected, rtol=1e-4, atol=1e-7)
+
+    def test_momentum_scales_the_threshold(self, diabetes):
+        x, y = diabetes
+        reference = Lasso(alpha=0.05, fit_intercept=False, tol=1e-12, max_iter=100_000)
+        reference = reference.fit(x.astype(np.float64), y).coef_
+        model = linear_model(10, 1, keras_l1.L1Regularizer(0.1))
+        inner = keras.optimizers.SGD(0.02, momentum=0.8)
+        kernel = fit_full_batch(model, x, y[:, None], 1500, True, keras_l1.ProximalOptimizer(inner))
+        assert_same_solution(kernel, reference, atol=2e-5)
+
+    @pytest.mark.parametrize("name", ["rmsprop", "adagrad", "adamax", "adamw"])
+    def test_other_adaptive_optimizers_reach_the_optimum(self, diabetes, name):
+        x, y = diabetes
+        reference = Lasso(alpha=0.05, fit_intercept=False, tol=1e-12, max_iter=100_000)
+        reference = reference.fit(x.astype(np.float64), y).coef_
+        inner = {
+            "rmsprop": keras.optimizers.RMSprop(0.003),
+            "adagrad": keras.optimizers.Adagrad(0.3),
+            "adamax": keras.optimizers.Adamax(0.02),
+            "adamw": keras.optimizers.AdamW(0.01, weight_decay=0.0),
+        }[name]
+        model = linear_model(10, 1, keras_l1.L1Regularizer(0.1))
+        kernel = fit_full_batch(model, x, y[:, None], 3000, True, keras_l1.ProximalOptimizer(inner))
+        assert_same_solution(kernel, reference, atol=1e-4)
+
+    def test_prox_runs_only_on_real_updates_with_gradient_accumulation(self):
+        inner = keras.optimizers.SGD(0.5, gradient_accumulation_steps=2)
+        optimizer = keras_l1.ProximalOptimizer(inner)
+        w0 = np.array([0.1, -1.0], "float32")
+        variable = regularized_variable(w0, keras_l1.L1Regularizer(0.4))
+        optimizer.apply([np.array([0.0, 0.2], "float32")], [variable])
+        np.testing.assert_array_equal(numpy(variable), w0)
+        optimizer.apply([np.array([0.0, 0.4], "float32")], [variable])
+        moved = w0 - 0.5 * np.array([0.0, 0.3], "float32")
+        expected = np.sign(moved) * np.maximum(np.abs(moved) - 0.5 * 0.4, 0)
+        np.testing.assert_allclose(numpy(variable), expected, rtol=1e-6)
+        assert numpy(variable)[0] == 0
+
+    def test_loss_scale_optimizer_skips_prox_on_non_finite_gradients(self):
+        optimizer = keras.optimizers.LossScaleOptimizer(
+            keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.5))
+        )
+        w0 = np.array([0.1, -1.0], "float32")
+        variable = regularized_variable(w0, keras_l1.L1Regularizer(0.4))
+        optimizer.apply([np.array([np.inf, 0.0], "float32")], [variable])
+        np.testing.assert_array_equal(numpy(variable), w0)
+        scale = float(numpy(optimizer.dynamic_scale))
+        optimizer.apply([np.array([0.0, 0.0], "float32") * scale], [variable])
+        np.testing.assert_allclose(numpy(variable), [0.0, -0.8], rtol=1e-6)
+
+    def test_unregularized_variables_are_plain_updates(self):
+        optimizer = keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.5))
+        variable = keras.Variable(np.array([0.1, -1.0], "float32"))
+        optimizer.apply([np.array([0.1, 0.1], "float32")], [variable])
+        np.testing.assert_allclose(numpy(variable), [0.05, -1.05], rtol=1e-6)
+
+    @pytest.mark.parametrize("run_eagerly", [True, False])
+    def test_penalty_counted_once_and_reported_in_loss(self, run_eagerly):
+        # One full-batch step from known weights: w1 = prox(w0 − lr·∇data),
+        # whether the loss was traced before the optimizer was built or not.
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(16, 3)).astype("float32")
+        y = rng.normal(size=(16, 1)).astype("float32")
+        w0 = np.array([[0.5], [-0.02], [0.3]], "float32")
+        model = linear_model(3, 1, keras_l1.L1Regularizer(0.2))
+        model.layers[0].kernel.assign(w0)
+        model.compile(
+            keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.1)), "mse", run_eagerly=run_eagerly
+        )
+        history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        w = w0.astype(np.float64)
+        losses = []
+        for _ in range(2):
+            residual = x @ w - y
+            losses.append(np.mean(residual**2) + 0.2 * np.abs(w).sum())
+            moved = w - 0.1 * (2 / 16) * x.T @ residual
+            w = np.sign(moved) * np.maximum(np.abs(moved) - 0.1 * 0.2, 0)
+        np.testing.assert_allclose(numpy(model.layers[0].kernel), w, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(history.history["loss"], losses, rtol=1e-5)
+
+    def test_unsupported_optimizer_is_rejected(self):
+        message = (
+            "Invalid value for argument `optimizer`: expected one of SGD, Adam, AdamW, "
+            "Adamax, RMSprop, Adagrad (no exact proximal step is known for others). "
+            "Received: optimizer='nadam'"
+        )
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            keras_l1.ProximalOptimizer("nadam")
+
+    def test_accepts_name_instance_and_config(self):
+        by_name = keras_l1.ProximalOptimizer("adam")
+        by_config = keras_l1.ProximalOptimizer({"class_name": "SGD", "config": {"momentum": 0.5}})
+        assert type(by_name.inner_optimizer) is keras.optimizers.Adam
+        assert by_config.inner_optimizer.momentum == 0.5
+        by_name.learning_rate = 0.25
+        assert float(numpy(by_name.inner_optimizer.learning_rate)) == 0.25
+
+    def test_config_round_trip(self):
+        optimizer = keras_l1.ProximalOptimizer(keras.optimizers.Adam(0.003, beta_1=0.8))
+        config = json.loads(json.dumps(optimizer.get_config()))
+        again = keras_l1.ProximalOptimizer.from_config(config)
+        assert again.get_config() == optimizer.get_config()
+        serialized = keras.optimizers.serialize(optimizer)
+        assert serialized["registered_name"] == "keras_l1>ProximalOptimizer"
+        restored = keras.optimizers.deserialize(json.loads(json.dumps(serialized)))
+        assert restored.inner_optimizer.get_config() == optimizer.inner_optimizer.get_config()
+
+    def test_resumes_identically_in_a_fresh_process(self, tmp_path, fresh_python):
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(64, 5)).astype("float32")
+        y = (x[:, :1] - 0.5 * x[:, 1:2]).astype("float32")
+        np.save(tmp_path / "x.npy", x)
+        np.save(tmp_path / "y.npy", y)
+        model = linear_model(5, 1, keras_l1.L1Regularizer(0.05))
+        model.compile(keras_l1.ProximalOptimizer(keras.optimizers.Adam(0.05)), "mse")
+        model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        model.save(tmp_path / "model.keras")
+        model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        expected = numpy(model.layers[0].kernel)
+        result = fresh_python(
+            f"""
+            import numpy as np, keras, keras_l1
+            model = keras.saving.load_model({str(tmp_path / "model.keras")!r})
+            x, y = np.load({str(tmp_path / "x.npy")!r}), np.load({str(tmp_path / "y.npy")!r})
+            model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+            np.save({str(tmp_path / "resumed.npy")!r}, keras.ops.convert_to_numpy(
+                model.layers[0].kernel))
+            """
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        resumed = np.load(tmp_path / "resumed.npy")
+        np.testing.assert_allclose(resumed, expected, rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(resumed == 0, expected == 0)
