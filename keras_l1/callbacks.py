@@ -10,6 +10,7 @@ import numpy as np
 from keras_l1 import _summary
 from keras_l1._validation import check_int
 from keras_l1._validation import check_non_negative_float
+from keras_l1._validation import check_path
 from keras_l1._weights import measure
 from keras_l1._weights import regularized_weights
 
@@ -70,12 +71,7 @@ class SparsityLogger(keras.callbacks.Callback):
 
     def __init__(self, log_dir=None, tolerance: float = 0.0, histogram_freq: int = 0):
         super().__init__()
-        if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
-            raise TypeError(
-                "Invalid type for argument `log_dir`: expected a path (str or "
-                f"os.PathLike) or None. Received: log_dir={log_dir!r}"
-            )
-        self.log_dir = None if log_dir is None else os.fspath(log_dir)
+        self.log_dir = check_path("log_dir", log_dir)
         self.tolerance = check_non_negative_float("tolerance", tolerance)
         self.histogram_freq = check_int("histogram_freq", histogram_freq, minimum=0)
         if self.log_dir is not None:

@@ -12,6 +12,11 @@ import weakref
 import keras
 from keras import ops
 
+from keras_l1._validation import check_bool
+from keras_l1._validation import check_config_keys
+from keras_l1._validation import check_float_in
+from keras_l1._validation import check_non_negative_float
+from keras_l1._validation import short_repr
 from keras_l1.regularizers import as_proximal
 
 
@@ -69,6 +74,71 @@ def _step_rule(optimizer):
         if isinstance(optimizer, cls):
             return rule
     return None
+
+
+# Hyperparameters the step rules above (or every update) read, with the range
+# in which the proximal step is finite and the iteration does not diverge
+# (momentum 1 divides by zero in `_sgd_step`). Keras itself accepts NaN,
+# infinite or out-of-range values for most of them.
+_UNIT_INTERVAL = (0.0, 1.0, "[0, 1)")
+_POSITIVE = (0.0, float("inf"), "(0, inf)")
+_HYPERPARAMETER_RANGES = {
+    "momentum": _UNIT_INTERVAL,
+    "beta_1": _UNIT_INTERVAL,
+    "beta_2": _UNIT_INTERVAL,
+    "rho": _UNIT_INTERVAL,
+    "epsilon": _POSITIVE,
+}
+_NON_NEGATIVE_OR_NONE = ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm")
+_FLAGS = ("nesterov", "amsgrad", "centered")
+
+
+def _scalar(value):
+    # A 0-d tensor is a legitimate hyperparameter; check its value.
+    if keras.ops.is_tensor(value) and len(value.shape) == 0:
+        return float(keras.ops.convert_to_numpy(value))
+    return value
+
+
+def _check_hyperparameters(optimizer) -> None:
+    learning_rate = getattr(optimizer, "_learning_rate", None)
+    if isinstance(learning_rate, keras.Variable):
+        check_non_negative_float("learning_rate", float(keras.ops.convert_to_numpy(learning_rate)))
+    for name, (low, high, interval) in _HYPERPARAMETER_RANGES.items():
+        if hasattr(optimizer, name):
+            check_float_in(name, _scalar(getattr(optimizer, name)), low, high, interval)
+    if hasattr(optimizer, "initial_accumulator_value"):
+        check_non_negative_float(
+            "initial_accumulator_value", _scalar(optimizer.initial_accumulator_value)
+        )
+    for name in _NON_NEGATIVE_OR_NONE:
+        value = getattr(optimizer, name, None)
+        if value is not None:
+            check_non_negative_float(name, _scalar(value))
+    for name in _FLAGS:
+        if hasattr(optimizer, name):
+            check_bool(name, getattr(optimizer, name))
+
+
+def _wraps_proximal(config) -> bool:
+    # Checked before deserializing: a config nesting ProximalOptimizer in
+    # itself a thousand times would otherwise build them all, recursively.
+    if not isinstance(config, dict):
+        return False
+    names = (config.get("class_name"), config.get("registered_name"))
+    return any(isinstance(n, str) and n.endswith("ProximalOptimizer") for n in names)
+
+
+# A malformed config fails inside Keras's deserializer with whatever it
+# tripped on; the user needs to know which argument was wrong.
+_DESERIALIZATION_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError)
+
+
+def _invalid_optimizer(optimizer) -> ValueError:
+    return ValueError(
+        "Invalid value for argument `optimizer`: expected a Keras optimizer "
+        f"instance, name or config. Received: optimizer={short_repr(optimizer)}"
+    )
 
 
 def _release(regularizers):
@@ -141,21 +211,24 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
                 f"{sorted(kwargs)}; set them on the wrapped optimizer instead. "
                 f"Received: {kwargs!r}"
             )
+        if isinstance(optimizer, ProximalOptimizer) or _wraps_proximal(optimizer):
+            raise ValueError(
+                "Invalid value for argument `optimizer`: expected one of "
+                f"{', '.join(SUPPORTED_OPTIMIZERS)}; a ProximalOptimizer cannot wrap "
+                f"another one. Received: optimizer={short_repr(optimizer)}"
+            )
         try:
             inner = keras.optimizers.get(optimizer)
-        except (ValueError, TypeError) as error:
-            raise ValueError(
-                "Invalid value for argument `optimizer`: expected a Keras "
-                "optimizer instance, name or config. "
-                f"Received: optimizer={optimizer!r}"
-            ) from error
+        except _DESERIALIZATION_ERRORS as error:
+            raise _invalid_optimizer(optimizer) from error
         rule = _step_rule(inner)
         if rule is None:
             raise ValueError(
                 "Invalid value for argument `optimizer`: expected one of "
                 f"{', '.join(SUPPORTED_OPTIMIZERS)} (no exact proximal step is "
-                f"known for others). Received: optimizer={optimizer!r}"
+                f"known for others). Received: optimizer={short_repr(optimizer)}"
             )
+        _check_hyperparameters(inner)
         super().__init__(learning_rate=0.0, name=name or "proximal_optimizer")
         self.inner_optimizer = inner
         self._step_rule = rule
@@ -276,10 +349,14 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
             raise ValueError(
                 "Invalid value for argument `config` of "
                 "ProximalOptimizer.from_config: expected a dict with key "
-                f"'optimizer'. Received: config={config!r}"
+                f"'optimizer'. Received: config={short_repr(config)}"
             )
-        config = dict(config)
-        inner = keras.saving.deserialize_keras_object(
-            config.pop("optimizer"), custom_objects=custom_objects
-        )
+        config = dict(check_config_keys(cls.__name__, config, {"name", "optimizer"}))
+        inner = config.pop("optimizer")
+        # A nested ProximalOptimizer is left to `__init__` to refuse, unbuilt.
+        if isinstance(inner, dict) and not _wraps_proximal(inner):
+            try:
+                inner = keras.saving.deserialize_keras_object(inner, custom_objects=custom_objects)
+            except _DESERIALIZATION_ERRORS as error:
+                raise _invalid_optimizer(inner) from error
         return cls(inner, **config)
