@@ -20,7 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--log-dir", default="runs/demo", help="TensorBoard log directory")
     demo.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
-    demo.add_argument("--l1", type=float, default=0.01, help="L1 strength (default 0.01)")
+    demo.add_argument("--l1", type=float, default=0.02, help="L1 strength (default 0.02)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     return parser
 

@@ -50,7 +50,7 @@ def build_model(l1: float) -> keras.Model:
     )
 
 
-def run(log_dir: str = "runs/demo", epochs: int = 30, l1: float = 0.01, seed: int = 0) -> dict:
+def run(log_dir: str = "runs/demo", epochs: int = 30, l1: float = 0.02, seed: int = 0) -> dict:
     """Trains the demo model, prints its progress, and returns a summary."""
     keras.utils.set_random_seed(seed)
     x, y, names = _load_data(seed)
