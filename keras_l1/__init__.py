@@ -1,11 +1,16 @@
 """keras_l1: L1 regularization for Keras 3 that delivers exact sparsity."""
 
 from keras_l1.callbacks import SparsityLogger
+from keras_l1.compaction import compact_model
+from keras_l1.inspection import selected_features
+from keras_l1.inspection import sparsity_report
 from keras_l1.optimizers import ProximalOptimizer
+from keras_l1.path import regularization_path
 from keras_l1.regularizers import ElasticNetRegularizer
 from keras_l1.regularizers import GroupLassoRegularizer
 from keras_l1.regularizers import L1Regularizer
 from keras_l1.regularizers import soft_threshold
+from keras_l1.scheduling import L1Scheduler
 
 __version__ = "0.1.0"
 
@@ -13,7 +18,12 @@ __all__ = [
     "ElasticNetRegularizer",
     "GroupLassoRegularizer",
     "L1Regularizer",
+    "L1Scheduler",
     "ProximalOptimizer",
     "SparsityLogger",
+    "compact_model",
+    "regularization_path",
+    "selected_features",
     "soft_threshold",
+    "sparsity_report",
 ]

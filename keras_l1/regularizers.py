@@ -66,6 +66,15 @@ class _ProximalRegularizer(keras.regularizers.Regularizer):
         # True: a regularizer that takes over from another one (see
         # `as_proximal`) must assume that the loss traced before it did.
         self._gradient_in_last_call = True
+        # A scalar variable multiplying the strength, attached by
+        # `L1Scheduler` / `regularization_path`. It belongs to a layer of the
+        # model, so compiled steps read its current value (a Python float, or
+        # a variable the model does not track, is frozen into the step on
+        # JAX). Never part of the config: `get_config` keeps the user's value.
+        self._strength_factor = None
+        # The same factor for the optimizer update (prox, gradient): on JAX that
+        # update sees only optimizer variables, so it reads a mirror they hold.
+        self._proximal_strength_factor = None
 
     def __call__(self, x):
         self._gradient_in_last_call = not self._proximal
@@ -73,7 +82,17 @@ class _ProximalRegularizer(keras.regularizers.Regularizer):
         w = ops.cast(x, _accumulation_dtype(x.dtype))
         if self._proximal:
             w = ops.stop_gradient(w)
-        return ops.cast(self._penalty(w), "float32")
+        return self._scaled(ops.cast(self._penalty(w), "float32"))
+
+    def _scaled(self, value, proximal=False):
+        """`value` times the strength factor, if one is attached."""
+        factor = self._strength_factor
+        if proximal and self._proximal_strength_factor is not None:
+            factor = self._proximal_strength_factor
+        if factor is None:
+            return value
+        value = ops.convert_to_tensor(value)
+        return value * ops.cast(factor, value.dtype)
 
     def _penalty(self, w):
         raise NotImplementedError
@@ -138,10 +157,10 @@ class L1Regularizer(_ProximalRegularizer):
 
     def prox(self, w, step):
         """Soft-threshold `w` at `step * l1` (per coordinate if `step` is)."""
-        return soft_threshold(w, ops.multiply(step, self.l1))
+        return soft_threshold(w, ops.multiply(self._scaled(step, proximal=True), self.l1))
 
     def gradient(self, w):
-        return ops.sign(w) * ops.cast(self.l1, w.dtype)
+        return self._scaled(ops.sign(w) * ops.cast(self.l1, w.dtype), proximal=True)
 
     def get_config(self) -> dict:
         return {"l1": self.l1}
@@ -186,11 +205,15 @@ class ElasticNetRegularizer(_ProximalRegularizer):
 
     def prox(self, w, step):
         """Soft-threshold at `step * l1`, then shrink by `1 + 2 * step * l2`."""
+        step = self._scaled(step, proximal=True)
         shrink = ops.cast(1 + 2 * ops.multiply(step, self.l2), w.dtype)
         return soft_threshold(w, ops.multiply(step, self.l1)) / shrink
 
     def gradient(self, w):
-        return ops.sign(w) * ops.cast(self.l1, w.dtype) + w * ops.cast(2 * self.l2, w.dtype)
+        return self._scaled(
+            ops.sign(w) * ops.cast(self.l1, w.dtype) + w * ops.cast(2 * self.l2, w.dtype),
+            proximal=True,
+        )
 
     def get_config(self) -> dict:
         return {"l1": self.l1, "l2": self.l2}
@@ -271,7 +294,7 @@ class GroupLassoRegularizer(_ProximalRegularizer):
         has no closed form.
         """
         norms, axes = self._group_norms(w)
-        step = ops.cast(step, w.dtype)
+        step = ops.cast(self._scaled(step, proximal=True), w.dtype)
         if len(step.shape) > 0:
             step = ops.mean(ops.broadcast_to(step, w.shape), axis=axes, keepdims=True)
         threshold = step * ops.cast(self._scale(w, axes), w.dtype)
@@ -282,7 +305,7 @@ class GroupLassoRegularizer(_ProximalRegularizer):
     def gradient(self, w):
         norms, axes = self._group_norms(w)
         safe = ops.where(norms > 0, norms, ops.ones_like(norms))
-        return w / safe * ops.cast(self._scale(w, axes), w.dtype)
+        return self._scaled(w / safe * ops.cast(self._scale(w, axes), w.dtype), proximal=True)
 
     def get_config(self) -> dict:
         return {"l1": self.l1, "group_axis": self.group_axis}
