@@ -49,6 +49,13 @@ def _accumulation_dtype(dtype) -> str:
     return "float64" if keras.backend.standardize_dtype(dtype) == "float64" else "float32"
 
 
+def _abs_sum(w):
+    # `sum(|w|)` written as `sum(sign(w) * w)`: the same value, but every
+    # backend's autodiff then gives `sign(w)`, exactly 0 at `w == 0` (JAX
+    # differentiates `abs` to 1 there, which would push zeros off zero).
+    return ops.sum(ops.sign(w) * w)
+
+
 class _ProximalRegularizer(keras.regularizers.Regularizer):
     """Shared machinery: float32 accumulation and the proximal mode.
 
@@ -153,7 +160,7 @@ class L1Regularizer(_ProximalRegularizer):
         self.l1 = check_non_negative_float("l1", l1)
 
     def _penalty(self, w):
-        return self.l1 * ops.sum(ops.abs(w))
+        return self.l1 * _abs_sum(w)
 
     def prox(self, w, step):
         """Soft-threshold `w` at `step * l1` (per coordinate if `step` is)."""
@@ -201,7 +208,7 @@ class ElasticNetRegularizer(_ProximalRegularizer):
         self.l2 = check_non_negative_float("l2", l2)
 
     def _penalty(self, w):
-        return self.l1 * ops.sum(ops.abs(w)) + self.l2 * ops.sum(ops.square(w))
+        return self.l1 * _abs_sum(w) + self.l2 * ops.sum(ops.square(w))
 
     def prox(self, w, step):
         """Soft-threshold at `step * l1`, then shrink by `1 + 2 * step * l2`."""
@@ -293,6 +300,8 @@ class GroupLassoRegularizer(_ProximalRegularizer):
         group: a heuristic, since the block prox under a non-uniform metric
         has no closed form.
         """
+        # A NumPy `w` times a torch tensor fails; a tensor times one works.
+        w = ops.convert_to_tensor(w)
         norms, axes = self._group_norms(w)
         step = ops.cast(self._scaled(step, proximal=True), w.dtype)
         if len(step.shape) > 0:
@@ -303,6 +312,7 @@ class GroupLassoRegularizer(_ProximalRegularizer):
         return w * ops.where(norms > 0, factor, ops.zeros_like(factor))
 
     def gradient(self, w):
+        w = ops.convert_to_tensor(w)
         norms, axes = self._group_norms(w)
         safe = ops.where(norms > 0, norms, ops.ones_like(norms))
         return self._scaled(w / safe * ops.cast(self._scale(w, axes), w.dtype), proximal=True)
