@@ -37,5 +37,16 @@ class EventWriter:
         # Flush every epoch: a crash or Ctrl-C later must not lose this one.
         self._writer.flush()
 
+    def write_pictures(self, step: int, images: dict, texts: dict) -> None:
+        """Writes images (`{tag: uint8 array (height, width)}`, as PNG) and
+        Markdown texts (`{tag: str}`), then flushes."""
+        tf = self._tf
+        with self._writer.as_default(step=int(step)):
+            for tag, image in images.items():
+                tf.summary.image(tag, image[None, :, :, None])
+            for tag, text in texts.items():
+                tf.summary.text(tag, text)
+        self._writer.flush()
+
     def close(self) -> None:
         self._writer.close()

@@ -13,6 +13,8 @@ from keras_l1._validation import check_non_negative_float
 from keras_l1._validation import check_path
 from keras_l1._weights import measure
 from keras_l1._weights import regularized_weights
+from keras_l1.inspection import check_feature_names
+from keras_l1.inspection import selected_features
 
 
 class SparsityLogger(keras.callbacks.Callback):
@@ -50,6 +52,16 @@ class SparsityLogger(keras.callbacks.Callback):
             count as zero. Defaults to `0.0` (exact zeros).
         histogram_freq: Non-negative int; write weight histograms every
             `histogram_freq` epochs (0 disables). Defaults to `0`.
+        image_freq: Non-negative int; every `image_freq` epochs (0 disables)
+            write, under `<log_dir>/sparsity`, an image `<weight path>/nonzero`
+            of each regularized 2-D weight (one pixel per entry: rows are
+            inputs, columns units; white where `abs(w) > tolerance`, black
+            where it counts as zero), so features dropping out show as black
+            rows, and a Markdown text `selected_features` ranking the input
+            features that survive (when `keras_l1.selected_features` can map
+            the model's inputs). Needs `log_dir`. Defaults to `0`.
+        feature_names: Optional sequence of input feature names for the
+            `selected_features` text. Defaults to `None` (column indices).
 
     Raises:
         TypeError, ValueError: For invalid arguments, at construction.
@@ -69,11 +81,25 @@ class SparsityLogger(keras.callbacks.Callback):
     ([1.0], [0.0])
     """
 
-    def __init__(self, log_dir=None, tolerance: float = 0.0, histogram_freq: int = 0):
+    def __init__(
+        self,
+        log_dir=None,
+        tolerance: float = 0.0,
+        histogram_freq: int = 0,
+        image_freq: int = 0,
+        feature_names=None,
+    ):
         super().__init__()
         self.log_dir = check_path("log_dir", log_dir)
         self.tolerance = check_non_negative_float("tolerance", tolerance)
         self.histogram_freq = check_int("histogram_freq", histogram_freq, minimum=0)
+        self.image_freq = check_int("image_freq", image_freq, minimum=0)
+        if self.image_freq and self.log_dir is None:
+            raise ValueError(
+                "Invalid value for argument `image_freq`: images are written to TensorBoard, "
+                f"which needs `log_dir`. Received: image_freq={image_freq!r} with log_dir=None"
+            )
+        self.feature_names = check_feature_names(feature_names)
         if self.log_dir is not None:
             _summary.require_tensorflow()
         self._writer = None
@@ -102,6 +128,8 @@ class SparsityLogger(keras.callbacks.Callback):
             logs["val_data_loss"] = float(logs["val_loss"]) - totals["penalty"]
         if self._writer is not None:
             self._write_events(epoch, weights, totals, per_layer)
+            if self.image_freq and epoch % self.image_freq == 0:
+                self._write_pictures(epoch, weights)
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
@@ -142,3 +170,21 @@ class SparsityLogger(keras.callbacks.Callback):
                 f"{w.path}/histogram": keras.ops.convert_to_numpy(w.variable.value) for w in weights
             }
         self._writer.write(epoch, scalars, histograms)
+
+    def _write_pictures(self, epoch, weights):
+        images = {}
+        for weight in weights:
+            if len(weight.variable.shape) == 2:
+                value = keras.ops.convert_to_numpy(weight.variable.value)
+                nonzero = np.abs(value) > self.tolerance
+                images[f"{weight.path}/nonzero"] = np.where(nonzero, 255, 0).astype(np.uint8)
+        texts = {}
+        try:
+            selected = selected_features(self.model, self.tolerance, self.feature_names)
+        except ValueError:
+            # Named features are a promise to the user; unnamed ones are a bonus.
+            if self.feature_names is not None:
+                raise
+        else:
+            texts["selected_features"] = selected.to_markdown()
+        self._writer.write_pictures(epoch, images, texts)

@@ -244,6 +244,18 @@ class SelectedFeatures:
             "tolerance": self.tolerance,
         }
 
+    def to_markdown(self) -> str:
+        """The ranking as a Markdown table (TensorBoard's text dashboard renders it)."""
+        lines = [
+            f"**{len(self)} of {self.n_features}** input features selected "
+            f"(layer `{self.layer}`, tolerance {self.tolerance:g})",
+        ]
+        if len(self):
+            lines += ["", "| rank | feature | importance |", "| ---: | --- | ---: |"]
+            for rank, (label, value) in enumerate(self.ranking(), start=1):
+                lines.append(f"| {rank} | {label} | {value:.4g} |")
+        return "\n".join(lines)
+
     def __str__(self) -> str:
         title = (
             f"{len(self)} of {self.n_features} input features selected "
@@ -365,7 +377,8 @@ def feature_layer(model_or_layer):
     return layer
 
 
-def _check_feature_names(feature_names, n_features: int, layer: str):
+def check_feature_names(feature_names, n_features: int | None = None, layer: str = ""):
+    """Returns `feature_names` as a tuple of str (or None), or raises naming the argument."""
     if feature_names is None:
         return None
     if isinstance(feature_names, (str, bytes)) or not hasattr(feature_names, "__len__"):
@@ -373,7 +386,7 @@ def _check_feature_names(feature_names, n_features: int, layer: str):
             "Invalid type for argument `feature_names`: expected a sequence of names. "
             f"Received: feature_names={feature_names!r} of type {type(feature_names).__name__}"
         )
-    if len(feature_names) != n_features:
+    if n_features is not None and len(feature_names) != n_features:
         raise ValueError(
             f"Invalid value for argument `feature_names`: expected {n_features} names, one per "
             f"input feature of layer '{layer}'. Received: {len(feature_names)} names"
@@ -428,5 +441,5 @@ def selected_features(
     layer = feature_layer(model_or_layer)
     tolerance = check_non_negative_float("tolerance", tolerance)
     kernel = keras.ops.convert_to_numpy(layer.kernel)
-    names = _check_feature_names(feature_names, kernel.shape[0], layer.name)
+    names = check_feature_names(feature_names, kernel.shape[0], layer.name)
     return SelectedFeatures(kernel, layer.name, tolerance, names)
