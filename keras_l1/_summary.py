@@ -26,14 +26,28 @@ class EventWriter:
         tf = _tensorflow()
         self._tf = tf
         self._writer = tf.summary.create_file_writer(str(log_dir))
+        # What `tf.summary.histogram` attaches, so that TensorBoard shows the
+        # buckets as a histogram: the plugin name, and plugin data at version
+        # 0 (which serializes to empty bytes).
+        self._histogram_metadata = tf.compat.v1.SummaryMetadata(
+            plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="histograms")
+        )
 
-    def write(self, step: int, scalars: dict, histograms: dict | None = None) -> None:
+    def write(self, step: int, scalars: dict, histograms=()) -> None:
+        """Writes `scalars` ({tag: float}) and `histograms`, then flushes.
+
+        `histograms` is an iterable of `(tag, buckets)` pairs, `buckets` as
+        returned by `keras_l1._weights.histogram`; pass a generator so that
+        only one weight's buckets are computed at a time.
+        """
         tf = self._tf
         with self._writer.as_default(step=int(step)):
             for tag, value in scalars.items():
                 tf.summary.scalar(tag, float(value))
-            for tag, value in (histograms or {}).items():
-                tf.summary.histogram(tag, value)
+            for tag, buckets in histograms:
+                tf.summary.write(
+                    tag, tf.constant(buckets, tf.float64), metadata=self._histogram_metadata
+                )
         # Flush every epoch: a crash or Ctrl-C later must not lose this one.
         self._writer.flush()
 

@@ -49,16 +49,60 @@ def measure(weights, tolerance: float):
         A float64 NumPy array of shape `(len(weights), 4)`: penalty, zeros,
         non-finite count, size.
     """
-    rows = []
+    penalties = []
+    counts = []
     for weight in weights:
         value = weight.variable.value
-        magnitude = ops.abs(value)
-        zeros = ops.sum(ops.cast(magnitude <= tolerance, "float32"))
-        nonfinite = ops.sum(ops.cast(ops.logical_not(ops.isfinite(value)), "float32"))
-        penalty = ops.cast(weight.regularizer(value), "float32")
-        rows.append(ops.stack([penalty, zeros, nonfinite]))
-    if not rows:
+        # Counted in int32: a float32 sum of ones stops being exact at 2**24
+        # entries (a 4097 x 4096 kernel), which would misreport exact zeros.
+        zeros = ops.sum(ops.cast(ops.abs(value) <= tolerance, "int32"))
+        nonfinite = ops.sum(ops.cast(ops.logical_not(ops.isfinite(value)), "int32"))
+        penalties.append(ops.cast(weight.regularizer(value), "float32"))
+        counts.append(ops.stack([zeros, nonfinite]))
+    if not counts:
         return np.zeros((0, 4))
-    stats = keras.ops.convert_to_numpy(ops.stack(rows)).astype(np.float64)
-    sizes = np.array([[float(np.prod(w.variable.shape))] for w in weights])
-    return np.concatenate([stats, sizes], axis=1)
+    penalties = keras.ops.convert_to_numpy(ops.stack(penalties)).astype(np.float64)
+    counts = keras.ops.convert_to_numpy(ops.stack(counts)).astype(np.float64)
+    sizes = np.array([float(np.prod(w.variable.shape)) for w in weights])
+    return np.column_stack([penalties, counts, sizes])
+
+
+def histogram(value, bucket_count: int = 30) -> np.ndarray:
+    """TensorBoard histogram buckets of the finite entries of one weight.
+
+    The format of `tf.summary.histogram`: rows `[left edge, right edge,
+    count]`, `bucket_count` equal-width buckets from the smallest to the
+    largest finite value (the last one closed); all edges equal to the value
+    with the whole count in the last bucket if there is only one distinct
+    value; all zeros if there is no finite value. Unlike
+    `tf.summary.histogram`, which builds a `(size, bucket_count)` float64
+    one-hot matrix (240 bytes per weight), this needs memory for about one
+    host copy of the weight (plus a boolean mask): NumPy's uniform-bin
+    histogram works in blocks.
+
+    Returns:
+        A float64 NumPy array of shape `(bucket_count, 3)`.
+    """
+    if keras.backend.backend() == "tensorflow":
+        # `keras.ops.convert_to_numpy` copies twice there (`.numpy()`, then
+        # `np.array` of the result); `np.asarray` copies once.
+        array = np.ravel(np.asarray(value))
+    else:
+        array = np.ravel(keras.ops.convert_to_numpy(value))
+    if array.dtype not in (np.float32, np.float64):
+        # bfloat16 (an ml_dtypes type) has no NumPy histogram; float16 bins
+        # would round the edges.
+        array = array.astype(np.float32)
+    finite = np.isfinite(array)
+    if not finite.all():
+        array = array[finite]
+    del finite
+    if array.size == 0:
+        return np.zeros((bucket_count, 3))
+    low, high = float(array.min()), float(array.max())
+    if low == high:
+        counts = np.zeros(bucket_count)
+        counts[-1] = array.size
+        return np.column_stack([np.full(bucket_count, low), np.full(bucket_count, low), counts])
+    counts, edges = np.histogram(array, bins=bucket_count, range=(low, high))
+    return np.column_stack([edges[:-1], edges[1:], counts.astype(np.float64)])

@@ -3,6 +3,7 @@
 import math
 import os
 import warnings
+import weakref
 
 import keras
 import numpy as np
@@ -11,6 +12,7 @@ from keras_l1 import _summary
 from keras_l1._validation import check_int
 from keras_l1._validation import check_non_negative_float
 from keras_l1._validation import check_path
+from keras_l1._weights import histogram
 from keras_l1._weights import measure
 from keras_l1._weights import regularized_weights
 from keras_l1.inspection import check_feature_names
@@ -43,7 +45,11 @@ class SparsityLogger(keras.callbacks.Callback):
     `<log_dir>/sparsity`: `<layer>/sparsity` and `<layer>/penalty` per
     layer, and `total/sparsity`, `total/penalty`; with `histogram_freq`, a
     histogram `<weight path>/histogram` of each regularized weight. Events are
-    flushed at every epoch end and the writer is closed at train end.
+    flushed at every epoch end and the writer is closed at train end. If an
+    exception or Ctrl-C interrupts `fit`, every finished epoch is on disk;
+    the next `fit` with the same logger appends to the same file (pass
+    `initial_epoch` to continue the steps), and the writer is closed when the
+    logger is garbage-collected or the interpreter exits.
 
     Args:
         log_dir: Directory for TensorBoard events, or `None` to log only into
@@ -109,6 +115,12 @@ class SparsityLogger(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if self.log_dir is not None and self._writer is None:
             self._writer = _summary.EventWriter(os.path.join(self.log_dir, "sparsity"))
+            # Keras skips `on_train_end` when an exception (Ctrl-C, another
+            # callback) leaves `fit`. Every finished epoch is flushed already;
+            # the open writer is reused by this logger's next `fit`, which
+            # appends to the same file, and closed when the logger is
+            # garbage-collected or the interpreter exits.
+            self._close_writer = weakref.finalize(self, self._writer.close)
         if not regularized_weights(self.model) and not self._warned_empty:
             self._warned_empty = True
             warnings.warn(
@@ -133,7 +145,7 @@ class SparsityLogger(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
-            self._writer.close()
+            self._close_writer()
             self._writer = None
 
     def _summarize(self, weights, stats):
@@ -164,11 +176,11 @@ class SparsityLogger(keras.callbacks.Callback):
         for layer, values in per_layer.items():
             scalars[f"{layer}/sparsity"] = values["sparsity"]
             scalars[f"{layer}/penalty"] = values["penalty"]
-        histograms = {}
+        histograms = ()
         if self.histogram_freq and epoch % self.histogram_freq == 0:
-            histograms = {
-                f"{w.path}/histogram": keras.ops.convert_to_numpy(w.variable.value) for w in weights
-            }
+            # Lazily, one weight at a time: a dict of host copies would hold
+            # every weight of the model at once.
+            histograms = ((f"{w.path}/histogram", histogram(w.variable.value)) for w in weights)
         self._writer.write(epoch, scalars, histograms)
 
     def _write_pictures(self, epoch, weights):
