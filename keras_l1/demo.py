@@ -6,6 +6,8 @@ import keras
 import numpy as np
 
 from keras_l1.callbacks import SparsityLogger
+from keras_l1.inspection import selected_features
+from keras_l1.inspection import sparsity_report
 from keras_l1.optimizers import ProximalOptimizer
 from keras_l1.regularizers import L1Regularizer
 
@@ -72,17 +74,12 @@ def run(log_dir: str = "runs/demo", epochs: int = 30, l1: float = 0.02, seed: in
     history = model.fit(
         x, y, epochs=epochs, batch_size=64, validation_split=0.2, verbose=0, callbacks=callbacks
     )
-    kernel = keras.ops.convert_to_numpy(model.get_layer("hidden").kernel)
-    kept = [name for name, row in zip(names, kernel) if np.any(row != 0)]
+    selected = selected_features(model, feature_names=names)
+    kept = list(selected)
     print()
-    print("sparsity per layer (exact zeros / weights):")
-    for layer in model.layers:
-        if getattr(layer, "kernel_regularizer", None) is not None:
-            w = keras.ops.convert_to_numpy(layer.kernel)
-            print(f"  {layer.name:10s} {np.sum(w == 0):5d} / {w.size:5d}  ({np.mean(w == 0):.1%})")
-    print(f"\ninput features kept: {len(kept)} of {len(names)}")
-    for name in kept:
-        print(f"  {name}")
+    print(sparsity_report(model))
+    print()
+    print(selected)
     if log_dir:
         print(f"\nView it in TensorBoard:\n  tensorboard --logdir {os.path.abspath(log_dir)}")
     return {"history": history.history, "kept_features": kept, "model": model}
