@@ -19,6 +19,24 @@ from keras_l1.inspection import check_feature_names
 from keras_l1.inspection import selected_features
 
 
+def _is_chief(model) -> bool:
+    """Whether this process writes the shared TensorBoard events.
+
+    Under `tf.distribute.MultiWorkerMirroredStrategy` every worker runs the
+    same callbacks on the same (synchronized) weights; only the chief writes,
+    so the run holds one copy of each event. The chief is the `"chief"` task,
+    or worker 0 in a cluster without one. Any other setup has one writer.
+    """
+    strategy = getattr(model, "distribute_strategy", None)
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return True
+    jobs = resolver.cluster_spec().jobs
+    if not jobs or resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in jobs
+
+
 class SparsityLogger(keras.callbacks.Callback):
     """Logs the weight penalty and the weight sparsity at each epoch end.
 
@@ -53,7 +71,9 @@ class SparsityLogger(keras.callbacks.Callback):
 
     Args:
         log_dir: Directory for TensorBoard events, or `None` to log only into
-            `logs`. Needs TensorFlow installed. Defaults to `None`.
+            `logs`. Needs TensorFlow installed. Under
+            `MultiWorkerMirroredStrategy` only the chief writes there; every
+            worker still adds the values to `logs`. Defaults to `None`.
         tolerance: Non-negative float; weights with `abs(w) <= tolerance`
             count as zero. Defaults to `0.0` (exact zeros).
         histogram_freq: Non-negative int; write weight histograms every
@@ -113,7 +133,7 @@ class SparsityLogger(keras.callbacks.Callback):
         self._warned_nonfinite = False
 
     def on_train_begin(self, logs=None):
-        if self.log_dir is not None and self._writer is None:
+        if self.log_dir is not None and self._writer is None and _is_chief(self.model):
             self._writer = _summary.EventWriter(os.path.join(self.log_dir, "sparsity"))
             # Keras skips `on_train_end` when an exception (Ctrl-C, another
             # callback) leaves `fit`. Every finished epoch is flushed already;
