@@ -97,14 +97,13 @@ class SparsityLogger(keras.callbacks.Callback):
 
     >>> import keras, numpy as np, keras_l1
     >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(
-    ...     1, kernel_initializer="ones",
+    ...     1, kernel_initializer=keras.initializers.Constant([[0.0], [2.0]]),
     ...     kernel_regularizer=keras_l1.L1Regularizer(0.5))])
-    >>> model.compile("sgd", "mse")
-    >>> logger = keras_l1.SparsityLogger()
+    >>> model.compile(keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.1)), "mse")
     >>> history = model.fit(np.zeros((4, 2)), np.zeros((4, 1)), verbose=0,
-    ...                     callbacks=[logger])
-    >>> history.history["l1_penalty"], history.history["sparsity"]
-    ([1.0], [0.0])
+    ...                     callbacks=[keras_l1.SparsityLogger()])
+    >>> round(history.history["l1_penalty"][0], 6), history.history["sparsity"]
+    (0.975, [0.5])
     """
 
     def __init__(
