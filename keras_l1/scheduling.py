@@ -172,8 +172,11 @@ class L1Scheduler(keras.callbacks.Callback):
       had a chance to be useful.
     - **target sparsity**: after the warm-up, at each epoch end the factor is
       multiplied by `exp(rate * (target_sparsity - sparsity))`: raised while
-      the model is denser than the target, lowered while it is sparser, so the
-      sparsity settles at the target (an integral controller on `log λ`).
+      the model is denser than the target, lowered while it is sparser (an
+      integral controller on `log l1`). Each time the sparsity crosses the
+      target the gain is halved, so the factor settles (a bisection on
+      `log l1`) instead of cycling when the target lies between two
+      reachable sparsities.
 
     The factor is a non-trainable variable of the model read by every
     regularizer's penalty *and* by its proximal step, so the compiled training
@@ -194,8 +197,8 @@ class L1Scheduler(keras.callbacks.Callback):
         target_sparsity: Float in [0, 1], the fraction of regularized weights
             to drive to zero, or `None` to keep the factor at 1 after the
             warm-up. Defaults to `None`.
-        rate: Positive float, the controller gain: a sparsity gap of 0.1
-            changes the factor by `exp(0.1 * rate)` per epoch. Defaults to
+        rate: Positive float, the initial controller gain: a sparsity gap of
+            0.1 changes the factor by `exp(0.1 * rate)` per epoch. Defaults to
             `5.0`.
         tolerance: Non-negative float; weights with `abs(w) <= tolerance`
             count as zero when measuring sparsity. Defaults to `0.0`.
@@ -250,6 +253,8 @@ class L1Scheduler(keras.callbacks.Callback):
         self._factor = StrengthFactor(self.model)
         self._factor.bind()
         self._adaptive = 1.0
+        self._gain = self.rate
+        self._last_error = 0.0
 
     def _ramp(self, epoch: int) -> float:
         if epoch >= self.warmup_epochs:
@@ -271,7 +276,15 @@ class L1Scheduler(keras.callbacks.Callback):
             logs["sparsity"] = sparsity
             # Only epochs trained at full strength say how far it is from right.
             if epoch >= self.warmup_epochs and math.isfinite(sparsity):
-                self._adaptive *= math.exp(self.rate * (self.target_sparsity - sparsity))
+                error = self.target_sparsity - sparsity
+                if error * self._last_error < 0:
+                    # Overshot: halve the gain, a bisection on log(l1) that
+                    # settles instead of cycling around a target between
+                    # two reachable sparsities.
+                    self._gain /= 2
+                if error:
+                    self._last_error = error
+                self._adaptive *= math.exp(self._gain * error)
             message += f", sparsity {sparsity:.3f} (target {self.target_sparsity:.3f})"
         if self.verbose:
             print(message)
