@@ -70,8 +70,14 @@ def _report(path: str, tolerance: float, as_json: bool) -> int:
     import keras_l1
 
     try:
-        model = keras.models.load_model(path, compile=False)
+        # safe_mode=True, explicitly: a file must never run code on loading
+        # (a Lambda's bytecode is refused), whatever the global setting says.
+        model = keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # whatever the file holds, the user needs one line
+        # Keras wraps errors from nested objects in generic "could not be
+        # deserialized" ones; the first error raised says what is wrong.
+        while (error.__cause__ or error.__context__) is not None:
+            error = error.__cause__ or error.__context__
         lines = str(error).strip().splitlines()
         return fail(f"cannot load {path} as a Keras model: {lines[0] if lines else repr(error)}")
     report = keras_l1.sparsity_report(model, tolerance)

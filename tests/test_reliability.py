@@ -9,7 +9,10 @@ compared with an uninterrupted run.
 
 import gc
 import os
+import signal
+import subprocess
 import sys
+import time
 import tracemalloc
 import warnings
 
@@ -282,3 +285,116 @@ class TestLargeTensors:
         # Streaming: the peak does not grow with the number of weights. (A
         # dict of host copies, as before, made it grow 4x here.)
         assert self.histogram_peak(8, tmp_path) < 1.2 * self.histogram_peak(2, tmp_path)
+
+
+TRAIN_SCRIPT = """
+import os, sys, time
+import keras, numpy as np, keras_l1
+
+mode, work = sys.argv[1], sys.argv[2]
+keras.utils.set_random_seed(0)
+rng = np.random.default_rng(0)
+x = rng.normal(size=(64, 8)).astype("float32")
+y = (x[:, :2] @ np.array([[1.5], [-2.0]], "float32")).astype("float32")
+
+
+def build():
+    model = keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(4, kernel_regularizer=keras_l1.L1Regularizer(0.05), name="hidden"),
+        keras.layers.Dense(1, kernel_regularizer=keras_l1.L1Regularizer(0.01), name="out"),
+    ])
+    model.compile(keras_l1.ProximalOptimizer(keras.optimizers.Adam(0.05)), "mse")
+    return model
+
+
+class WaitForKill(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 2:
+            open(os.path.join(work, "epoch_2_done"), "w").close()
+            time.sleep(600)
+
+
+def fit(model, callbacks, initial_epoch=0):
+    model.fit(x, y, epochs=6, batch_size=8, shuffle=False, verbose=0,
+              callbacks=callbacks, initial_epoch=initial_epoch)
+
+
+def save_state(model, name):
+    # Weights and every optimizer variable (iterations, Adam moments), by position.
+    state = [keras.ops.convert_to_numpy(v) for v in model.weights + model.optimizer.variables]
+    np.savez(os.path.join(work, name), *state)
+
+
+def resumable():
+    return [
+        keras.callbacks.BackupAndRestore(os.path.join(work, "backup")),
+        keras.callbacks.ModelCheckpoint(os.path.join(work, "checkpoint.keras")),
+        keras_l1.SparsityLogger(log_dir=os.path.join(work, "logs")),
+    ]
+
+
+if mode == "uninterrupted":
+    model = build()
+    fit(model, [keras_l1.SparsityLogger()])
+    save_state(model, "uninterrupted.npz")
+elif mode == "killed":
+    fit(build(), resumable() + [WaitForKill()])
+elif mode == "resume":
+    # As a user would: rerun the same script; BackupAndRestore resumes at epoch 3.
+    model = build()
+    fit(model, resumable())
+    save_state(model, "backup_and_restore.npz")
+    # Or: load the last ModelCheckpoint (epoch 2) and continue from epoch 3.
+    model = keras.saving.load_model(os.path.join(work, "checkpoint_at_kill.keras"))
+    fit(model, [], initial_epoch=3)
+    save_state(model, "model_checkpoint.npz")
+"""
+
+
+class TestResumeAfterSigkill:
+    def test_backup_and_restore_and_model_checkpoint_match_uninterrupted(self, tmp_path):
+        script = tmp_path / "train.py"
+        script.write_text(TRAIN_SCRIPT)
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+        def start(mode):
+            return subprocess.Popen(
+                [sys.executable, str(script), mode, str(tmp_path)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+
+        # The reference run and the run to kill, side by side.
+        reference, victim = start("uninterrupted"), start("killed")
+        deadline = time.monotonic() + 240
+        while not (tmp_path / "epoch_2_done").exists():
+            assert victim.poll() is None, victim.stdout.read()[-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        victim.send_signal(signal.SIGKILL)
+        assert victim.wait(timeout=60) == -signal.SIGKILL
+        victim.stdout.close()
+        os.replace(tmp_path / "checkpoint.keras", tmp_path / "checkpoint_at_kill.keras")
+        output = reference.communicate(timeout=240)[0]
+        assert reference.returncode == 0, output[-3000:]
+
+        resumed = start("resume")
+        output = resumed.communicate(timeout=240)[0]
+        assert resumed.returncode == 0, output[-3000:]
+
+        expected = np.load(tmp_path / "uninterrupted.npz")
+        # Four weights, then iterations, learning rates and Adam's moments.
+        assert len(expected.files) == 4 + 4 + 8
+        assert 0 < sum(int((expected[k] == 0).sum()) for k in expected.files[:4])
+        for name in ["backup_and_restore.npz", "model_checkpoint.npz"]:
+            result = np.load(tmp_path / name)
+            for key in expected.files:
+                # Bitwise: same CPU, same order of operations.
+                np.testing.assert_array_equal(result[key], expected[key], err_msg=f"{name} {key}")
+
+        # The killed process logged epochs 0-2, the resumed one 3-5: each once.
+        events = read_events(tmp_path / "logs" / "sparsity")
+        assert [step for step, _ in events["total/sparsity"]] == [0, 1, 2, 3, 4, 5]
