@@ -30,6 +30,7 @@ from keras_l1._weights import regularized_weights
 from keras_l1.regularizers import as_proximal
 
 _ATTRIBUTE = "_keras_l1_strength"
+_MAX_LOG_STEP = math.log(2.0)
 
 
 class _StrengthFactor(keras.layers.Layer):
@@ -171,12 +172,12 @@ class L1Scheduler(keras.callbacks.Callback):
       then the penalty prunes it, which avoids killing features before they
       had a chance to be useful.
     - **target sparsity**: after the warm-up, at each epoch end the factor is
-      multiplied by `exp(rate * (target_sparsity - sparsity))`: raised while
-      the model is denser than the target, lowered while it is sparser (an
-      integral controller on `log l1`). Each time the sparsity crosses the
-      target the gain is halved, so the factor settles (a bisection on
-      `log l1`) instead of cycling when the target lies between two
-      reachable sparsities.
+      multiplied by `exp(rate * (target_sparsity - sparsity))`, at most
+      doubled or halved: raised while the model is denser than the target,
+      lowered while it is sparser (an integral controller on `log l1`).
+      Each time the sparsity crosses the target the gain is halved, so the
+      factor settles (a bisection on `log l1`) instead of cycling when the
+      target lies between two reachable sparsities.
 
     The factor is a non-trainable variable of the model read by every
     regularizer's penalty *and* by its proximal step, so the compiled training
@@ -284,7 +285,10 @@ class L1Scheduler(keras.callbacks.Callback):
                     self._gain /= 2
                 if error:
                     self._last_error = error
-                self._adaptive *= math.exp(self._gain * error)
+                # At most doubled or halved per epoch: the sparsity lags the
+                # strength, and a jump to all-zero weights is hard to undo.
+                step = min(max(self._gain * error, -_MAX_LOG_STEP), _MAX_LOG_STEP)
+                self._adaptive *= math.exp(step)
             message += f", sparsity {sparsity:.3f} (target {self.target_sparsity:.3f})"
         if self.verbose:
             print(message)

@@ -109,6 +109,10 @@ class TestL1Scheduler:
         # The survivors are the 10 largest true coefficients.
         assert set(np.flatnonzero(kernel)) == set(range(10))
         assert scheduler.factor == history.history["l1_factor"][-1] > 1
+        # Far from the target the factor doubles per epoch, never more.
+        factors = history.history["l1_factor"]
+        assert factors[:4] == [1.0, 2.0, 4.0, 8.0]
+        assert np.all(np.diff(np.log(factors)) <= np.log(2) + 1e-12)
 
     def test_scales_every_penalty_and_proximal_step(self):
         rng = np.random.default_rng(0)
