@@ -391,9 +391,49 @@ class TestSparsityLoggerProperties:
         assert str(info.value) == message
 
 
+def is_fraction(value) -> bool:
+    return is_non_negative_float(value) and float(value) <= 1
+
+
+SCHEDULER_RULES = {
+    "warmup_epochs": lambda v: is_int(v) and v >= 0,
+    "target_sparsity": lambda v: v is None or is_fraction(v),
+    "rate": lambda v: is_non_negative_float(v) and float(v) > 0,
+    "tolerance": is_non_negative_float,
+    "verbose": lambda v: is_int(v) and v >= 0,
+}
+
+
+class TestL1SchedulerProperties:
+    @FAST
+    @given(
+        kwargs=st.dictionaries(
+            st.sampled_from(sorted(SCHEDULER_RULES)),
+            st.one_of(st.floats(min_value=-1.0, max_value=2.0), st.integers(-2, 5), JSON_LIKE),
+            min_size=1,
+        )
+    )
+    def test_constructor(self, kwargs):
+        invalid = [name for name in SCHEDULER_RULES if name in kwargs]
+        invalid = [name for name in invalid if not SCHEDULER_RULES[name](kwargs[name])]
+        try:
+            scheduler = keras_l1.L1Scheduler(**kwargs)
+        except (ValueError, TypeError) as error:
+            assert invalid, f"valid {kwargs!r} rejected: {error}"
+            assert_names_argument(error, invalid)
+            return
+        assert not invalid, f"invalid {kwargs!r} accepted"
+        assert type(scheduler.warmup_epochs) is int and scheduler.warmup_epochs >= 0
+        assert type(scheduler.rate) is float and 0 < scheduler.rate < math.inf
+        target = scheduler.target_sparsity
+        assert target is None or (type(target) is float and 0 <= target <= 1)
+        assert scheduler.factor == 1.0
+
+
 def test_every_public_class_is_covered():
     """A new public class must get a property test here."""
     covered = {*REGULARIZERS, keras_l1.ProximalOptimizer, keras_l1.SparsityLogger}
+    covered.add(keras_l1.L1Scheduler)
     classes = {getattr(keras_l1, name) for name in keras_l1.__all__}
     classes = {obj for obj in classes if isinstance(obj, type)}
     assert classes <= covered, sorted(c.__name__ for c in classes - covered)

@@ -398,3 +398,130 @@ class TestResumeAfterSigkill:
         # The killed process logged epochs 0-2, the resumed one 3-5: each once.
         events = read_events(tmp_path / "logs" / "sparsity")
         assert [step for step, _ in events["total/sparsity"]] == [0, 1, 2, 3, 4, 5]
+
+
+def plain_model():
+    return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")], name="plain")
+
+
+def unbuilt_model():
+    layer = keras.layers.Dense(2, kernel_regularizer=keras_l1.L1Regularizer(0.1))
+    return keras.Sequential([layer], name="unbuilt")
+
+
+def regularized_model():
+    return keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(2, kernel_regularizer=keras_l1.L1Regularizer(0.1), name="first"),
+        ],
+        name="regularized",
+    )
+
+
+NOT_BUILT = (
+    "Invalid value for argument `{arg}`: expected a built model or layer (call it on data or "
+    "call `build()` first). Received: {arg}='unbuilt', not built"
+)
+NO_FEATURES = (
+    "Cannot map the weights of '{name}' to input features: {reason}. Pass the Dense layer "
+    "that reads the input features instead: `selected_features(layer)`."
+)
+
+
+class TestBadModelsAndArguments:
+    """What each reader does with a model it cannot read: these are documented
+    in docs/reliability.md, one row per case."""
+
+    @pytest.mark.parametrize(
+        "call, error, message",
+        [
+            (
+                lambda: keras_l1.sparsity_report(unbuilt_model()),
+                ValueError,
+                NOT_BUILT.format(arg="model"),
+            ),
+            (
+                lambda: keras_l1.sparsity_report(None),
+                TypeError,
+                "Invalid type for argument `model`: expected a Keras model or layer. "
+                "Received: model=None of type NoneType",
+            ),
+            (
+                lambda: keras_l1.sparsity_report(regularized_model(), tolerance=-1),
+                ValueError,
+                "Invalid value for argument `tolerance`: expected a non-negative finite float. "
+                "Received: tolerance=-1",
+            ),
+            (
+                lambda: keras_l1.sparsity_report(regularized_model(), tolerance="0.1"),
+                TypeError,
+                "Invalid type for argument `tolerance`: expected a non-negative finite float. "
+                "Received: tolerance='0.1' of type str",
+            ),
+            (
+                lambda: keras_l1.selected_features(unbuilt_model()),
+                ValueError,
+                NOT_BUILT.format(arg="model_or_layer"),
+            ),
+            (
+                lambda: keras_l1.selected_features(plain_model()),
+                ValueError,
+                NO_FEATURES.format(
+                    name="plain", reason="the model has no regularized trainable weight"
+                ),
+            ),
+            (
+                lambda: keras_l1.selected_features(keras.layers.Dropout(0.5, name="drop")),
+                ValueError,
+                NO_FEATURES.format(
+                    name="drop",
+                    reason="it is a Dropout, and only the rows of a Dense kernel are input "
+                    "features",
+                ),
+            ),
+            (
+                lambda: keras_l1.selected_features(regularized_model(), feature_names=["a"]),
+                ValueError,
+                "Invalid value for argument `feature_names`: expected 3 names, one per input "
+                "feature of layer 'first'. Received: 1 names",
+            ),
+            (
+                lambda: keras_l1.selected_features(regularized_model(), tolerance=float("nan")),
+                ValueError,
+                "Invalid value for argument `tolerance`: expected a non-negative finite float. "
+                "Received: tolerance=nan",
+            ),
+            (
+                lambda: keras_l1.compact_model(None),
+                TypeError,
+                "Invalid type for argument `model`: expected a Keras model. "
+                "Received: model=None of type NoneType",
+            ),
+        ],
+    )
+    def test_clear_error(self, call, error, message):
+        with pytest.raises(error) as info:
+            call()
+        assert str(info.value) == message
+
+    @pytest.mark.parametrize(
+        "model", [plain_model, lambda: keras.layers.Dropout(0.5)], ids=["no_regularizer", "dropout"]
+    )
+    def test_sparsity_report_of_nothing_regularized_is_empty(self, model):
+        report = keras_l1.sparsity_report(model())
+        assert list(report) == []
+        assert report.to_dict()["total"] == {"size": 0, "zeros": 0, "sparsity": 0.0, "penalty": 0.0}
+
+    def test_l1_scheduler_without_l1_refuses_at_train_begin(self):
+        model = plain_model()
+        model.compile("sgd", "mse")
+        with pytest.raises(ValueError) as info:
+            model.fit(
+                np.zeros((4, 3)), np.zeros((4, 2)), verbose=0, callbacks=[keras_l1.L1Scheduler()]
+            )
+        assert str(info.value) == (
+            "Invalid value for argument `model`: expected a model with at least one L1-type "
+            "regularizer (keras_l1's, or Keras's L1 / L1L2) on a trainable weight. "
+            "Received: model='plain'"
+        )
