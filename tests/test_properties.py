@@ -430,6 +430,49 @@ class TestL1SchedulerProperties:
         assert scheduler.factor == 1.0
 
 
+class Reached(Exception):
+    """Raised by a `build_model` that the arguments' validation let through."""
+
+
+def build_model_sentinel(l1):
+    raise Reached(l1)
+
+
+PATH_ARGUMENTS = [
+    "l1_values",
+    "n_values",
+    "min_ratio",
+    "validation_data",
+    "epochs",
+    "batch_size",
+    "tolerance",
+    "feature_names",
+    "fit_kwargs",
+    "verbose",
+]
+
+
+class TestRegularizationPathProperties:
+    @FAST
+    @given(
+        kwargs=st.dictionaries(
+            st.sampled_from(PATH_ARGUMENTS),
+            st.one_of(st.integers(-2, 5), st.floats(-1.0, 2.0), JSON_LIKE),
+            min_size=1,
+            max_size=3,
+        )
+    )
+    def test_arguments_are_checked_before_any_model_is_built(self, kwargs):
+        x = np.eye(3, dtype="float32")
+        y = np.array([[1.0], [0.0], [-1.0]], dtype="float32")
+        try:
+            keras_l1.regularization_path(build_model_sentinel, x, y, **kwargs)
+        except Reached:
+            return
+        except (ValueError, TypeError) as error:
+            assert_names_argument(error, PATH_ARGUMENTS)
+
+
 def test_every_public_class_is_covered():
     """A new public class must get a property test here."""
     covered = {*REGULARIZERS, keras_l1.ProximalOptimizer, keras_l1.SparsityLogger}
