@@ -288,6 +288,22 @@ class TestProximalOptimizer:
         np.testing.assert_allclose(numpy(model.layers[0].kernel), w, rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(history.history["loss"], losses, rtol=1e-5)
 
+    @pytest.mark.backends("tensorflow")
+    @pytest.mark.parametrize("jit_compile", [False, True])
+    def test_steps_after_the_first_do_not_differentiate_the_penalty(self, jit_compile):
+        # Keras builds the optimizer inside the first trace of the step, after
+        # the penalty's gradient was traced; the step that runs must be traced
+        # again with the gradient stopped (no backward pass of the penalty, no
+        # subtraction), not be that first trace.
+        regularizer = keras_l1.L1Regularizer(0.2)
+        model = linear_model(3, 1, regularizer)
+        model.compile(
+            keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.1)), "mse", jit_compile=jit_compile
+        )
+        x = np.ones((4, 3), "float32")
+        model.fit(x, x[:, :1], batch_size=4, epochs=2, verbose=0)
+        assert regularizer._gradient_in_last_call is False
+
     def test_unsupported_optimizer_is_rejected(self):
         message = (
             "Invalid value for argument `optimizer`: expected one of SGD, Adam, AdamW, "
