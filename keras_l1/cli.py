@@ -22,7 +22,11 @@ def _parser() -> argparse.ArgumentParser:
         "data (30 named biomarkers) with ProximalOptimizer, print the penalty and sparsity "
         "per epoch, the surviving features, and the TensorBoard command to view the run.",
     )
-    demo.add_argument("--log-dir", default="runs/demo", help="TensorBoard log directory")
+    demo.add_argument(
+        "--log-dir",
+        default="runs/demo",
+        help="TensorBoard log directory ('' for none; needs TensorFlow)",
+    )
     demo.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
     demo.add_argument("--l1", type=float, default=0.02, help="L1 strength (default 0.02)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -116,6 +120,18 @@ def main(argv=None) -> int:
             parser.error(f"argument --epochs: expected a positive integer, got {args.epochs}")
         if not args.l1 >= 0:
             parser.error(f"argument --l1: expected a non-negative float, got {args.l1}")
+        if args.log_dir:
+            from keras_l1 import _summary
+
+            try:
+                _summary.require_tensorflow()
+            except ImportError:
+                # JAX and PyTorch installs often have no TensorFlow.
+                parser.error(
+                    "argument --log-dir: writing TensorBoard logs needs TensorFlow, which is "
+                    'not installed; install it with `pip install "keras_l1[tensorflow]"`, '
+                    "or pass --log-dir '' to train without logs"
+                )
         demo.run(log_dir=args.log_dir, epochs=args.epochs, l1=args.l1, seed=args.seed)
         return 0
     if args.command == "report":

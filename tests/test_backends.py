@@ -6,7 +6,9 @@ differ, each with the clear error or the documented behaviour users get.
 """
 
 import importlib.util
+import os
 import re
+import subprocess
 import sys
 
 import keras
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 
 import keras_l1
+from keras_l1 import cli
 from tests._backend import autodiff_gradient
 
 
@@ -70,10 +73,7 @@ class TestProximalOptimizer:
 
 class TestSparsityLogger:
     def test_log_dir_without_tensorflow_fails_at_construction(self, monkeypatch, tmp_path):
-        # The JAX and PyTorch CI environments have no TensorFlow at all;
-        # elsewhere its absence is simulated.
-        if importlib.util.find_spec("tensorflow") is not None:
-            monkeypatch.setitem(sys.modules, "tensorflow", None)
+        block_tensorflow(monkeypatch)
         message = (
             "Writing TensorBoard events needs TensorFlow, which is not "
             'installed. Install it with `pip install "keras_l1[tensorflow]"` '
@@ -82,6 +82,42 @@ class TestSparsityLogger:
         )
         with pytest.raises(ImportError, match=f"^{re.escape(message)}$"):
             keras_l1.SparsityLogger(log_dir=tmp_path / "logs")
+        assert list(tmp_path.iterdir()) == []
+
+
+def block_tensorflow(monkeypatch):
+    # The JAX and PyTorch CI environments have no TensorFlow at all;
+    # elsewhere its absence is simulated.
+    if importlib.util.find_spec("tensorflow") is not None:
+        monkeypatch.setitem(sys.modules, "tensorflow", None)
+
+
+class TestCommandLine:
+    def test_demo_log_dir_without_tensorflow_is_one_clear_line(self, monkeypatch, capsys):
+        block_tensorflow(monkeypatch)
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["demo", "--log-dir", "never-created"])
+        assert exit_info.value.code == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert error == (
+            "keras-l1: error: argument --log-dir: writing TensorBoard logs needs "
+            'TensorFlow, which is not installed; install it with `pip install "keras_l1'
+            "[tensorflow]\"`, or pass --log-dir '' to train without logs"
+        )
+        assert not os.path.exists("never-created")
+
+    def test_demo_without_log_dir_trains_on_every_backend(self, tmp_path):
+        result = subprocess.run(
+            [sys.executable, "-m", "keras_l1", "demo", "--epochs", "2", "--log-dir", ""],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            cwd=tmp_path,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert len(re.findall(r"^epoch\s+\d+ .*sparsity \d\.\d+$", result.stdout, re.M)) == 2
+        assert "tensorboard --logdir" not in result.stdout
         assert list(tmp_path.iterdir()) == []
 
 

@@ -107,6 +107,7 @@ class TestSparsityLogger:
         mse = np.mean((prediction - y[:16]) ** 2)
         np.testing.assert_allclose(history.history["val_data_loss"][-1], mse, rtol=1e-4)
 
+    @pytest.mark.tensorflow  # TensorBoard events
     def test_csv_logger_early_stopping_and_keras_tensorboard_see_totals(self, tmp_path):
         x, y = data()
         model = two_layer_model(keras.optimizers.SGD(0.1))
@@ -146,6 +147,7 @@ class TestSparsityLogger:
         assert re.search(r"l1_penalty: \d+\.\d+", printed)
         assert re.search(r"sparsity: \d+\.\d+", printed)
 
+    @pytest.mark.tensorflow  # TensorBoard events
     def test_event_files_hold_per_layer_and_total_values(self, tmp_path):
         x, y = data()
         model = two_layer_model(keras.optimizers.SGD(0.1))
@@ -178,6 +180,7 @@ class TestSparsityLogger:
         ]
         assert [step for step, _ in histograms["out/kernel/histogram"]] == [0, 1, 2]
 
+    @pytest.mark.tensorflow  # TensorBoard events
     def test_reuse_across_fits_continues_steps(self, tmp_path):
         x, y = data()
         model = two_layer_model()
@@ -187,6 +190,7 @@ class TestSparsityLogger:
         steps = [s for s, _ in read_scalars(str(tmp_path / "sparsity"))["total/sparsity"]]
         assert steps == [0, 1, 2, 3]
 
+    @pytest.mark.tensorflow  # TensorBoard events
     def test_events_readable_after_interrupt(self, tmp_path):
         x, y = data()
         model = two_layer_model()
@@ -310,6 +314,7 @@ class TestSparsityLogger:
         with pytest.raises(error, match=f"^{re.escape(message)}$"):
             keras_l1.SparsityLogger(**kwargs)
 
+    @pytest.mark.tensorflow  # TensorBoard events
     def test_path_like_log_dir(self, tmp_path):
         logger = keras_l1.SparsityLogger(log_dir=tmp_path)
         assert logger.log_dir == os.fspath(tmp_path)

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import keras_l1
 from tests._events import read_scalars
@@ -40,6 +41,7 @@ class TestCommandLine:
         assert "argument --epochs: expected a positive integer, got 0" in result.stderr
         assert "Traceback" not in result.stderr
 
+    @pytest.mark.tensorflow  # TensorBoard events
     def test_demo_prints_and_logs_real_zeros(self, tmp_path):
         log_dir = tmp_path / "demo"
         result = run_cli("demo", "--epochs", "4", "--l1", "0.05", "--log-dir", str(log_dir))

@@ -96,6 +96,7 @@ class RaiseAt(keras.callbacks.Callback):
             raise self.error
 
 
+@pytest.mark.tensorflow  # TensorBoard events
 class TestSparsityLoggerInterrupted:
     TAGS = ["hidden/penalty", "hidden/sparsity", "out/penalty", "out/sparsity"]
     TAGS += ["total/penalty", "total/sparsity"]
@@ -169,6 +170,7 @@ class TestSparsityLoggerInterrupted:
 
 
 class TestNonFinite:
+    @pytest.mark.tensorflow  # TensorBoard events
     def test_nan_gradients_terminate_on_nan_stops_and_logger_warns_once(self, tmp_path):
         x, y = data()
         x[5, 0] = np.nan  # the first batch's gradient is NaN
@@ -281,6 +283,7 @@ class TestLargeTensors:
         assert len(histograms) == layers
         return peak
 
+    @pytest.mark.tensorflow  # TensorBoard events
     def test_histograms_hold_one_weight_at_a_time(self, tmp_path):
         # Streaming: the peak does not grow with the number of weights. (A
         # dict of host copies, as before, made it grow 4x here.)
@@ -353,6 +356,7 @@ elif mode == "resume":
 
 
 class TestResumeAfterSigkill:
+    @pytest.mark.tensorflow  # TensorBoard events
     def test_backup_and_restore_and_model_checkpoint_match_uninterrupted(self, tmp_path):
         script = tmp_path / "train.py"
         script.write_text(TRAIN_SCRIPT)

@@ -1,5 +1,6 @@
 """Models using keras_l1 save and load in every format, checked in fresh processes."""
 
+import importlib.util
 import json
 
 import keras
@@ -34,7 +35,9 @@ def saved(tmp_path_factory):
     model.save(folder / "model.keras")
     model.save(folder / "model.h5")
     model.save_weights(folder / "model.weights.h5")
-    model.export(str(folder / "exported"), verbose=False)
+    # A SavedModel export needs TensorFlow, on every backend.
+    if importlib.util.find_spec("tensorflow") is not None:
+        model.export(str(folder / "exported"), verbose=False)
     expected = {
         "prediction": keras.ops.convert_to_numpy(model(x)).tolist(),
         "losses": [float(v) for v in model.losses],
@@ -100,6 +103,7 @@ class TestSaving:
         assert result.returncode != 0
         assert "L1Regularizer" in result.stderr or "ProximalOptimizer" in result.stderr
 
+    @pytest.mark.tensorflow  # SavedModel export
     def test_legacy_h5_weights_and_export(self, fresh_python, saved):
         folder, expected = saved
         out = load_and_report(
