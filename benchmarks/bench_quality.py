@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from sklearn.linear_model import Lasso
+from threadpoolctl import threadpool_limits
 
 import keras_l1
 
@@ -133,7 +134,10 @@ def run(
     """Fits every method on one data set; returns one dict of scores each."""
     x, y, true_coef = make_data(n, p, k, noise, seed)
     start = time.perf_counter()
-    reference = Lasso(alpha=alpha, tol=1e-12, max_iter=1_000_000).fit(x, y)
+    # With TensorFlow loaded, multithreaded OpenBLAS slows scikit-learn's
+    # coordinate descent down ~300-fold here (see bench_walltime.py).
+    with threadpool_limits(limits=1, user_api="blas"):
+        reference = Lasso(alpha=alpha, tol=1e-12, max_iter=1_000_000).fit(x, y)
     results = [
         {
             "method": "scikit-learn Lasso",
