@@ -220,6 +220,7 @@ class ElasticNetRegularizer(_ProximalRegularizer):
         return soft_threshold(w, ops.multiply(step, self.l1)) / shrink
 
     def gradient(self, w):
+        w = ops.convert_to_tensor(w)
         return self._scaled(
             ops.sign(w) * ops.cast(self.l1, w.dtype) + w * ops.cast(2 * self.l2, w.dtype),
             proximal=True,
