@@ -1,0 +1,100 @@
+"""The benchmark scripts, in small configurations: they run and their quality numbers hold.
+
+Timings are printed by the scripts (see docs/benchmarks.md), never asserted.
+"""
+
+import importlib
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = str(Path(__file__).resolve().parent.parent / "benchmarks")
+
+pytestmark = pytest.mark.backends("tensorflow")
+
+
+@pytest.fixture(scope="module")
+def bench():
+    # The scripts import their shared helpers as `_common`, as when run by path.
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        yield importlib.import_module
+    finally:
+        sys.path.remove(BENCHMARKS)
+
+
+class TestBenchStep:
+    def test_every_configuration_trains(self, bench):
+        bench_step = bench("bench_step")
+        rows = ("none", "Keras L1", "L1Regularizer + prox", "GroupLassoRegularizer + prox")
+        results = bench_step.run(
+            sizes=(16, 32, 4),
+            batch=8,
+            rows=rows,
+            optimizers=("SGD", "Adam"),
+            jit=(False,),
+            steps=2,
+            repeats=1,
+            warmup=1,
+        )
+        assert [(r["row"], r["optimizer"]) for r in results] == [
+            (row, optimizer) for optimizer in ("SGD", "Adam") for row in rows
+        ]
+        assert all(r["ms"] > 0 and math.isfinite(r["loss"]) for r in results)
+        # Keras's subgradient L1 never lands on zero.
+        assert all(r["sparsity"] == 0 for r in results if r["row"] == "Keras L1")
+        assert bench_step.table(results).count("\n") == len(rows) + 1
+
+
+class TestBenchQuality:
+    def test_proximal_optimizer_finds_the_lasso_support(self, bench):
+        bench_quality = bench("bench_quality")
+        results = {r["method"]: r for r in bench_quality.run(**bench_quality.QUICK)}
+        for method in (
+            "L1Regularizer + ProximalOptimizer(SGD)",
+            "L1Regularizer + ProximalOptimizer(Adam)",
+        ):
+            assert results[method]["same_support_as_lasso"]
+            assert results[method]["max_diff_to_lasso"] < 1e-5
+            assert abs(results[method]["objective_vs_lasso"]) < 1e-6
+        assert results["scikit-learn Lasso"]["recall"] == 1.0
+        assert results["Keras L1 + Adam"]["exact_zeros"] == 0
+
+
+class TestBenchLogging:
+    def test_logger_reports_the_sparsity_of_the_model(self, bench):
+        bench_logging = bench("bench_logging")
+        results = bench_logging.run(sizes=("1M",), repeats=1, fit_samples=512, fit_repeats=1)
+        times = results["epoch_end"]["1M"]
+        # Half of the weights are exactly zero, drawn at random.
+        assert times["sparsity"] == pytest.approx(0.5, abs=0.01)
+        assert all(times[name] > 0 for name in ("floor", "logger", "logger + log_dir"))
+        assert set(results["fit"]) == {"without logger", "with logger"}
+
+
+class TestBenchWalltime:
+    def test_every_solver_reaches_the_reference_solution(self, bench):
+        bench_walltime = bench("bench_walltime")
+        results = bench_walltime.run(**bench_walltime.QUICK)
+        assert [r["solver"] for r in results] == [
+            "scikit-learn Lasso (tol=1e-4, default)",
+            "L1Regularizer + ProximalOptimizer(SGD)",
+        ]
+        assert all(r["solved"] for r in results)
+
+
+class TestBenchDigits:
+    def test_sparsity_targets_are_met(self, bench):
+        bench_digits = bench("bench_digits")
+        results = {(r["method"], r["target"]): r for r in bench_digits.run(**bench_digits.QUICK)}
+        assert results[("dense", 0.0)]["sparsity"] == 0
+        assert results[("dense", 0.0)]["accuracy"] > 0.7
+        assert results[("magnitude pruning + fine-tune", 0.5)]["sparsity"] == pytest.approx(
+            0.5, abs=1e-3
+        )
+        l1 = results[("L1 + prox (Adam)", 0.5)]
+        assert l1["sparsity"] >= 0.5
+        # Fine-tuning holds the zero pattern.
+        assert results[("L1 + prox (Adam), fine-tuned", 0.5)]["sparsity"] == l1["sparsity"]
