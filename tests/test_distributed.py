@@ -8,11 +8,15 @@ loopback under `MultiWorkerMirroredStrategy`, and two XLA CPU devices under
 `SparsityLogger` values equal the single-device run to float tolerance.
 """
 
+import inspect
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,3 +146,14 @@ class TestDataParallel:
         results = json.loads((tmp_path / "data_parallel.json").read_text())
         assert sorted(results) == ["adam", "sgd"]
         assert_replicated_run(results)
+
+
+class TestDistributedPage:
+    def test_multi_worker_fix_is_the_one_tested_here(self):
+        # docs/distributed.md tells users to copy this class: it must be the
+        # code the multi-worker test runs.
+        page = (Path(__file__).resolve().parents[1] / "docs" / "distributed.md").read_text()
+        blocks = re.findall(r"```python\n(.*?)```", page, flags=re.DOTALL)
+        [fix] = [block for block in blocks if "MultiWorkerMirroredStrategy)" in block]
+        source = inspect.getsource(_distributed.multi_worker_strategy)
+        assert textwrap.indent(fix, "    ") in source
