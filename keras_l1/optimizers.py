@@ -7,6 +7,7 @@ soft-threshold, so coordinates whose gradient cannot beat `l1` land exactly
 on zero and stay there, which subgradient descent never achieves.
 """
 
+import warnings
 import weakref
 
 import keras
@@ -17,6 +18,7 @@ from keras_l1._validation import check_config_keys
 from keras_l1._validation import check_float_in
 from keras_l1._validation import check_non_negative_float
 from keras_l1._validation import short_repr
+from keras_l1.regularizers import GroupLassoRegularizer
 from keras_l1.regularizers import as_proximal
 
 
@@ -306,14 +308,28 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         for variable in var_list:
             regularizer = as_proximal(getattr(variable, "regularizer", None))
             if regularizer is not None:
-                # Keras's L1/L1L2 become the equivalent keras_l1 regularizer on
-                # the variable only; the layer (and so its config) keeps its own.
-                variable.regularizer = regularizer
+                if regularizer is not variable.regularizer:
+                    # Keras's L1/L1L2 become the equivalent keras_l1 regularizer
+                    # on the variable only; the layer (and so its config) keeps
+                    # its own. A loss computed before now had its gradient.
+                    regularizer._gradient_in_last_call = True
+                    variable.regularizer = regularizer
                 regularizer._proximal = True
             regularizers.append(regularizer)
         self._regularizers = regularizers
         claimed = [r for r in regularizers if r is not None]
         weakref.finalize(self, _release, claimed)
+        if self._step_rule is not _sgd_step and any(
+            isinstance(r, GroupLassoRegularizer) for r in claimed
+        ):
+            warnings.warn(
+                "ProximalOptimizer: GroupLassoRegularizer with "
+                f"{type(self.inner_optimizer).__name__} uses a heuristic group step (the "
+                "harmonic mean of the per-coordinate steps); it gives group sparsity but "
+                "not the exact group-lasso optimum. Wrap keras.optimizers.SGD for the "
+                "exact optimum.",
+                stacklevel=2,
+            )
         self.inner_optimizer.build(var_list)
         super().build(var_list)
         _retrace_without_penalty_gradient(self, claimed)

@@ -72,10 +72,9 @@ class _ProximalRegularizer(keras.regularizers.Regularizer):
 
     def __init__(self):
         self._proximal = False
-        # Whether the penalty gradient reached the most recent loss. Starts
-        # True: a regularizer that takes over from another one (see
-        # `as_proximal`) must assume that the loss traced before it did.
-        self._gradient_in_last_call = True
+        # Whether the penalty gradient reached the most recent loss computed
+        # with this regularizer; `ProximalOptimizer` takes it out if so.
+        self._gradient_in_last_call = False
         # A scalar variable multiplying the strength, attached by
         # `L1Scheduler` / `regularization_path`. It belongs to a layer of the
         # model, so compiled steps read its current value (a Python float, or
@@ -300,16 +299,20 @@ class GroupLassoRegularizer(_ProximalRegularizer):
     def prox(self, w, step):
         """Block soft-threshold each group at `step * l1 * sqrt(size_g)`.
 
-        A per-coordinate `step` (adaptive optimizers) is averaged within each
-        group: a heuristic, since the block prox under a non-uniform metric
-        has no closed form.
+        A per-coordinate `step` (adaptive optimizers) is replaced by its
+        harmonic mean within each group: a heuristic, since the block prox
+        under a non-uniform metric has no closed form. The harmonic mean is
+        dominated by the small steps of the coordinates that move; an
+        arithmetic mean would be dominated by the huge steps Adam gives
+        coordinates with almost no gradient, and zero every group.
         """
         # A NumPy `w` times a torch tensor fails; a tensor times one works.
         w = ops.convert_to_tensor(w)
         norms, axes = self._group_norms(w)
         step = ops.cast(self._scaled(step, proximal=True), w.dtype)
         if len(step.shape) > 0:
-            step = ops.mean(ops.broadcast_to(step, w.shape), axis=axes, keepdims=True)
+            inverse = ops.mean(1 / ops.broadcast_to(step, w.shape), axis=axes, keepdims=True)
+            step = 1 / inverse
         threshold = step * ops.cast(self._scale(w, axes), w.dtype)
         safe = ops.where(norms > 0, norms, ops.ones_like(norms))
         factor = ops.maximum(1 - threshold / safe, 0)
