@@ -108,11 +108,11 @@ class SparsityLogger(keras.callbacks.Callback):
 
     def __init__(
         self,
-        log_dir=None,
+        log_dir: "str | os.PathLike | None" = None,
         tolerance: float = 0.0,
         histogram_freq: int = 0,
         image_freq: int = 0,
-        feature_names=None,
+        feature_names: "list[str] | None" = None,
     ):
         super().__init__()
         self.log_dir = check_path("log_dir", log_dir)

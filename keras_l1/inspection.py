@@ -134,7 +134,7 @@ class SparsityReport:
         return f"SparsityReport(weights={len(self.rows)}, total={self.total!r})"
 
 
-def sparsity_report(model, tolerance: float = 0.0) -> SparsityReport:
+def sparsity_report(model: keras.Model, tolerance: float = 0.0) -> SparsityReport:
     """Zeros, sparsity and penalty of each regularized weight: `zeros = #{|w| <= tolerance}`.
 
     Covers exactly the weights whose penalty `fit` adds to the loss: every
@@ -395,7 +395,9 @@ def check_feature_names(feature_names, n_features: int | None = None, layer: str
 
 
 def selected_features(
-    model_or_layer, tolerance: float = 0.0, feature_names=None
+    model_or_layer: "keras.Model | keras.layers.Layer",
+    tolerance: float = 0.0,
+    feature_names: "list[str] | None" = None,
 ) -> SelectedFeatures:
     """The input features with a non-zero outgoing weight: `any(|W[i, :]| > tolerance)`.
 

@@ -236,7 +236,12 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
     [2.25, 0.0, -1.25]
     """
 
-    def __init__(self, optimizer, name=None, **kwargs):
+    def __init__(
+        self,
+        optimizer: "str | dict | keras.optimizers.Optimizer",
+        name: str | None = None,
+        **kwargs,
+    ):
         if kwargs:
             raise ValueError(
                 "Invalid keyword arguments for ProximalOptimizer: "

@@ -8,6 +8,7 @@ zero; plain (sub)gradient descent on `|w|` only makes them oscillate around it.
 """
 
 import math
+from typing import Any
 
 import keras
 from keras import ops
@@ -16,8 +17,12 @@ from keras_l1._validation import check_config_keys
 from keras_l1._validation import check_int
 from keras_l1._validation import check_non_negative_float
 
+# Backend tensors, NumPy arrays or Python numbers: anything `keras.ops` takes.
+ArrayLike = Any
+Tensor = Any
 
-def soft_threshold(x, threshold):
+
+def soft_threshold(x: ArrayLike, threshold: ArrayLike) -> Tensor:
     """Soft-thresholding: `sign(x) * max(|x| − threshold, 0)`.
 
     The proximal operator of `threshold · ‖x‖₁`, i.e. the solution of
