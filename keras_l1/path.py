@@ -343,8 +343,7 @@ def regularization_path(
     >>> def build_model(l1):
     ...     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1,
     ...         use_bias=False, kernel_regularizer=keras_l1.L1Regularizer(l1))])
-    ...     model.compile(keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.5)), "mse",
-    ...                   steps_per_execution=10)
+    ...     model.compile(keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.5)), "mse")
     ...     return model
     >>> path = keras_l1.regularization_path(build_model, np.tile(x, (20, 1)),
     ...     np.tile(y, (20, 1)), l1_values=[1.0, 0.5, 0.1], epochs=1, batch_size=3,

@@ -91,6 +91,10 @@ class StrengthFactor:
         holder = None
         for layer in model._flatten_layers(include_self=True):
             holder = layer.__dict__.get(_ATTRIBUTE)
+            if holder is None:
+                # On PyTorch a layer is a `torch.nn.Module`, which keeps layer
+                # attributes in `_modules` instead.
+                holder = layer.__dict__.get("_modules", {}).get(_ATTRIBUTE)
             if holder is not None:
                 break
         # Whether compiled steps traced so far may lack the factor.

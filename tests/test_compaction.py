@@ -24,6 +24,11 @@ def chain(functional, use_bias=True):
     return keras.Model(inputs, x, name="chain")
 
 
+def numpy(tensor):
+    # A PyTorch output that requires grad has no implicit NumPy conversion.
+    return keras.ops.convert_to_numpy(tensor)
+
+
 def set_dead_parts(model, rng):
     """Inputs 1 and 4 dead; h1 unit 2 constant, unit 3 unused; h2 unit 0 constant, unit 4 unused."""
     w1 = rng.normal(size=(8, 6))
@@ -75,7 +80,9 @@ class TestCompactModel:
         assert compaction.params_after == (6 * 4 + 4 * bias) + (4 * 3 + 3) + (3 * 3 + 3 * bias)
         assert compaction.params_before == model.count_params()
         x = rng.normal(size=(64, 8)).astype("float32")
-        np.testing.assert_allclose(small(x[:, kept_inputs]), model(x), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            numpy(small(x[:, kept_inputs])), numpy(model(x)), rtol=1e-5, atol=1e-6
+        )
 
     def test_digits_mlp_with_group_lasso(self):
         from sklearn.datasets import load_digits
@@ -106,9 +113,11 @@ class TestCompactModel:
         assert 0 < len(kept_inputs) < 64
         assert 0 < compaction.units_after["hidden"] < 64
         assert compaction.params_after < compaction.params_before / 3
-        np.testing.assert_allclose(small(x[:, kept_inputs]), model(x), atol=1e-6)
+        np.testing.assert_allclose(numpy(small(x[:, kept_inputs])), numpy(model(x)), atol=1e-6)
         noise = np.random.default_rng(0).uniform(size=(100, 64)).astype("float32")
-        np.testing.assert_allclose(small(noise[:, kept_inputs]), model(noise), atol=1e-6)
+        np.testing.assert_allclose(
+            numpy(small(noise[:, kept_inputs])), numpy(model(noise)), atol=1e-6
+        )
         # The compact model keeps the configs: it compiles and trains on.
         small.compile(keras_l1.ProximalOptimizer("sgd"), "sparse_categorical_crossentropy")
         small.fit(x[:, kept_inputs], y, epochs=1, verbose=0)

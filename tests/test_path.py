@@ -41,7 +41,8 @@ def linear_builder(x):
         model.compile(
             keras_l1.ProximalOptimizer(keras.optimizers.SGD(1 / lipschitz)),
             "mse",
-            steps_per_execution=REPEATS,
+            # Keras's PyTorch trainer runs one step per call and refuses more.
+            steps_per_execution=1 if keras.backend.backend() == "torch" else REPEATS,
         )
         return model
 
