@@ -12,7 +12,11 @@ sparsity lands in `[target, target + 1%]`. Methods:
   `ProximalOptimizer(Adam(1e-3))`.
 - L1 + prox (Adam), fine-tuned: the same, then the zero pattern held and the
   survivors trained 20 more epochs without the penalty (what pruning gets).
-- L1 + prox (SGD): the same with `ProximalOptimizer(SGD(0.05, momentum=0.9))`.
+- L1 + prox (Adam), 10-epoch warm-up: the same with
+  `keras_l1.L1Scheduler(warmup_epochs=10)`, which ramps the penalty up from 0
+  over the first 10 epochs (what `L1Scheduler` is for: a weight is
+  not zeroed before its gradient has had a chance to show it is useful).
+- L1 + prox (SGD): the same as the first with `ProximalOptimizer(SGD(0.05, momentum=0.9))`.
 - group lasso + prox (SGD): `GroupLassoRegularizer(group_axis=0)` on every
   kernel (whole input pixels and whole hidden units drop out), with
   `ProximalOptimizer(SGD(0.05, momentum=0.9))`.
@@ -22,7 +26,7 @@ sparsity lands in `[target, target + 1%]`. Methods:
   batch).
 - dense: no regularization.
 
-    python benchmarks/bench_digits.py            # ~15 minutes on 2 cores (3 seeds)
+    python benchmarks/bench_digits.py            # ~20 minutes on 2 cores (3 seeds)
     python benchmarks/bench_digits.py --quick    # small network, one target
 """
 
@@ -109,11 +113,20 @@ def fine_tune(source, masks, data, sizes, epochs: int, batch_size: int, seed: in
     return model
 
 
-def train(sizes, regularizer, optimizer, data, epochs: int, batch_size: int, seed: int):
+def train(
+    sizes, regularizer, optimizer, data, epochs: int, batch_size: int, seed: int, callbacks=()
+):
     x_train, _, y_train, _ = data
     model = build(sizes, regularizer, seed=seed)
     model.compile(optimizer, LOSS)
-    model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=0)
+    model.fit(
+        x_train,
+        y_train,
+        epochs=epochs,
+        batch_size=batch_size,
+        callbacks=list(callbacks),
+        verbose=0,
+    )
     return model
 
 
@@ -171,21 +184,38 @@ def search_l1(fit, targets, tolerance: float, low: float, high: float, max_fits:
     return chosen
 
 
-METHODS = ("L1 + prox (Adam)", "L1 + prox (SGD)", "group lasso + prox (SGD)")
+METHODS = (
+    "L1 + prox (Adam)",
+    "L1 + prox (Adam), 10-epoch warm-up",
+    "L1 + prox (SGD)",
+    "group lasso + prox (SGD)",
+)
 
 
 def _fitters(sizes, data, epochs: int, batch_size: int, seed: int) -> dict:
     """method -> `fit(l1)` returning a trained model."""
 
-    def fit(regularizer, optimizer):
+    def fit(regularizer, optimizer, callbacks=lambda: ()):
         return lambda l1: train(
-            sizes, lambda: regularizer(l1), optimizer(), data, epochs, batch_size, seed
+            sizes,
+            lambda: regularizer(l1),
+            optimizer(),
+            data,
+            epochs,
+            batch_size,
+            seed,
+            callbacks(),
         )
 
     return {
         "L1 + prox (Adam)": fit(
             keras_l1.L1Regularizer,
             lambda: keras_l1.ProximalOptimizer(keras.optimizers.Adam(1e-3)),
+        ),
+        "L1 + prox (Adam), 10-epoch warm-up": fit(
+            keras_l1.L1Regularizer,
+            lambda: keras_l1.ProximalOptimizer(keras.optimizers.Adam(1e-3)),
+            lambda: [keras_l1.L1Scheduler(warmup_epochs=10)],
         ),
         "L1 + prox (SGD)": fit(
             keras_l1.L1Regularizer,
