@@ -6,6 +6,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_l1.regularizers import ElasticNetRegularizer
+from keras_l1.regularizers import L1Regularizer
+
 
 @dataclass(frozen=True)
 class RegularizedWeight:
@@ -39,18 +42,29 @@ def regularized_weights(model) -> list:
     return found
 
 
+def _penalty_reveals_non_finite(regularizer) -> bool:
+    # A non-negative multiple of sum(|w|) and/or sum(w²) is NaN or infinite
+    # when any weight is (0 · inf is NaN too). Keras's L1L2 is left out: with
+    # both strengths 0 it returns a constant; group lasso masks NaN groups.
+    return isinstance(regularizer, (L1Regularizer, ElasticNetRegularizer)) or type(regularizer) in (
+        keras.regularizers.L1,
+        keras.regularizers.L2,
+    )
+
+
 def measure(weights, tolerance: float):
     """Penalty, zero count, NaN count and size of each weight.
 
     Streams: the work for one weight needs temporaries of about one weight
     (a boolean and an int32 mask), and no weight is copied to the host. Per
-    weight it runs the regularizer (what `fit` adds), a zero count (one
-    comparison, cast and sum) and one plain sum, which is finite when every
-    entry is: a NaN or an infinity makes it NaN or infinite, finite entries
-    only by overflowing (near 1e38). Only a weight whose sum is not finite
-    has its non-finite entries counted, in a second pass. The work for all
-    weights is queued first and copied to the host together, so there is a
-    single synchronization when all are finite.
+    weight it runs the regularizer (what `fit` adds) and a zero count (one
+    comparison, cast and sum). Non-finite entries are screened by a sum that
+    a NaN or an infinity makes NaN or infinite (finite entries only by
+    overflowing, near 1e38): the penalty itself for L1, L2 and elastic net,
+    else a plain sum of the weight. Only a weight whose screening sum is not
+    finite has its non-finite entries counted, in a second pass. The work for
+    all weights is queued first and copied to the host together, so there is
+    a single synchronization when all are finite.
 
     Returns:
         A float64 NumPy array of shape `(len(weights), 4)`: penalty, zeros,
@@ -68,9 +82,13 @@ def measure(weights, tolerance: float):
         # entries (a 4097 x 4096 kernel), which would misreport exact zeros.
         zero_counts.append(ops.sum(ops.cast(is_zero, "int32")))
         del is_zero
-        scalars.append(ops.cast(weight.regularizer(value), "float32"))
-        # float32: a float16 sum of finite weights overflows from 65504.
-        scalars.append(ops.sum(ops.cast(value, "float32")))
+        penalty = ops.cast(weight.regularizer(value), "float32")
+        scalars.append(penalty)
+        if _penalty_reveals_non_finite(weight.regularizer):
+            scalars.append(penalty)
+        else:
+            # float32: a float16 sum of finite weights overflows from 65504.
+            scalars.append(ops.sum(ops.cast(value, "float32")))
     scalars = keras.ops.convert_to_numpy(ops.stack(scalars)).astype(np.float64)
     penalties, sums = scalars[0::2], scalars[1::2]
     zeros = keras.ops.convert_to_numpy(ops.stack(zero_counts)).astype(np.float64)

@@ -35,6 +35,20 @@ class TestMeasure:
         assert stats[0, 1:].tolist() == [2, 3, 6]
         assert stats[1].tolist() == [1.25, 1, 0, 3]
 
+    def test_counts_non_finite_entries_a_penalty_hides(self):
+        # Group lasso's penalty skips a group whose squared norm is NaN.
+        model = keras.Sequential(
+            [
+                keras.Input((2,)),
+                keras.layers.Dense(
+                    2, use_bias=False, kernel_regularizer=keras_l1.GroupLassoRegularizer(0.5)
+                ),
+            ]
+        )
+        model.layers[0].kernel.assign(np.array([[np.nan, 0.0], [3.0, 4.0]], "float32"))
+        stats = measure(regularized_weights(model), 0.0)
+        assert stats[0, 1:].tolist() == [1, 1, 4]
+
     def test_finite_weights_whose_sum_overflows_are_finite(self):
         model = _model([[3e38, 3e38, 0.0], [3e38, 0.0, 0.0]], [[0.0], [2.0], [-1.0]])
         stats = measure(regularized_weights(model), 0.0)
