@@ -26,7 +26,7 @@ sparsity lands in `[target, target + 1%]`. Methods:
   batch).
 - dense: no regularization.
 
-    python benchmarks/bench_digits.py            # ~20 minutes on 2 cores (3 seeds)
+    python benchmarks/bench_digits.py            # ~15 minutes on 2 cores (3 seeds)
     python benchmarks/bench_digits.py --quick    # small network, one target
 """
 
