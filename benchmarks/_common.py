@@ -61,3 +61,22 @@ def median_time(function, repeats: int) -> float:
         function()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def mlp(sizes, regularizer=None, seed: int = 0):
+    """A ReLU MLP of layer `sizes` (logits out), each kernel regularized by a
+    fresh `regularizer()` when one is given."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input((sizes[0],))]
+    for index, units in enumerate(sizes[1:]):
+        last = index == len(sizes) - 2
+        layers.append(
+            keras.layers.Dense(
+                units,
+                activation=None if last else "relu",
+                kernel_regularizer=regularizer() if regularizer else None,
+            )
+        )
+    return keras.Sequential(layers)

@@ -52,18 +52,7 @@ def load_data(seed: int = 0):
 
 def build(sizes, regularizer=None, seed: int = 0):
     """An MLP of `sizes`, each kernel regularized by a fresh `regularizer()`."""
-    keras.utils.set_random_seed(seed)
-    layers = [keras.Input((sizes[0],))]
-    for index, units in enumerate(sizes[1:]):
-        last = index == len(sizes) - 2
-        layers.append(
-            keras.layers.Dense(
-                units,
-                activation=None if last else "relu",
-                kernel_regularizer=regularizer() if regularizer else None,
-            )
-        )
-    return keras.Sequential(layers)
+    return _common.mlp(sizes, regularizer, seed)
 
 
 def kernels(model) -> list:

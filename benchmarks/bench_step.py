@@ -50,19 +50,8 @@ OPTIMIZERS = {
 
 def build_model(row: str, optimizer: str, jit: bool, sizes, seed: int = 0):
     """The MLP of `sizes` with `row`'s regularizer on each kernel, compiled."""
-    keras.utils.set_random_seed(seed)
     factory, proximal = ROWS[row]
-    layers = [keras.Input((sizes[0],))]
-    for index, units in enumerate(sizes[1:]):
-        last = index == len(sizes) - 2
-        layers.append(
-            keras.layers.Dense(
-                units,
-                activation=None if last else "relu",
-                kernel_regularizer=factory() if factory else None,
-            )
-        )
-    model = keras.Sequential(layers)
+    model = _common.mlp(sizes, factory, seed)
     inner = OPTIMIZERS[optimizer]()
     model.compile(
         keras_l1.ProximalOptimizer(inner) if proximal else inner,
