@@ -11,6 +11,18 @@ def _tensorflow():
             "(or `pip install tensorflow-cpu`), or pass `log_dir=None` to log "
             "only into `logs`/History."
         ) from error
+    try:
+        # tf.summary only records events when the tensorboard package is
+        # there; TensorFlow does not depend on it, and without it fails at the
+        # first epoch end instead of here.
+        import tensorboard  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            "Writing TensorBoard events needs the tensorboard package, which is "
+            'not installed. Install it with `pip install "keras_l1[tensorflow]"` '
+            "(or `pip install tensorboard`), or pass `log_dir=None` to log only "
+            "into `logs`/History."
+        ) from error
     return tf
 
 

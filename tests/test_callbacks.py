@@ -2,6 +2,7 @@ import csv
 import math
 import os
 import re
+import sys
 import warnings
 
 import keras
@@ -318,3 +319,19 @@ class TestSparsityLogger:
     def test_path_like_log_dir(self, tmp_path):
         logger = keras_l1.SparsityLogger(log_dir=tmp_path)
         assert logger.log_dir == os.fspath(tmp_path)
+
+
+class TestSparsityLoggerWithoutTensorBoard:
+    @pytest.mark.tensorflow
+    def test_missing_tensorboard_fails_at_construction(self, monkeypatch, tmp_path):
+        # TensorFlow does not depend on tensorboard, and tf.summary needs it.
+        monkeypatch.setitem(sys.modules, "tensorboard", None)
+        message = (
+            "Writing TensorBoard events needs the tensorboard package, which is not "
+            'installed. Install it with `pip install "keras_l1[tensorflow]"` (or '
+            "`pip install tensorboard`), or pass `log_dir=None` to log only into "
+            "`logs`/History."
+        )
+        with pytest.raises(ImportError, match=f"^{re.escape(message)}$"):
+            keras_l1.SparsityLogger(log_dir=str(tmp_path))
+        assert keras_l1.SparsityLogger().log_dir is None
