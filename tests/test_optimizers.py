@@ -374,6 +374,59 @@ class TestProximalOptimizer:
         np.testing.assert_array_equal(resumed == 0, expected == 0)
 
 
+def overriding(cls):
+    """A subclass of `cls` whose `update_step` is its own (calling Keras's)."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        cls.update_step(self, gradient, variable, learning_rate)
+
+    return type(f"Overriding{cls.__name__}", (cls,), {"update_step": update_step})
+
+
+FUSED_CASES = {
+    "sgd": (keras.optimizers.SGD, {"learning_rate": 0.1}),
+    "sgd_momentum": (keras.optimizers.SGD, {"learning_rate": 0.05, "momentum": 0.9}),
+    "sgd_nesterov": (
+        keras.optimizers.SGD,
+        {"learning_rate": 0.05, "momentum": 0.8, "nesterov": True},
+    ),
+    "adam": (keras.optimizers.Adam, {"learning_rate": 0.05}),
+    "adam_amsgrad": (keras.optimizers.Adam, {"learning_rate": 0.05, "amsgrad": True}),
+    "adamw": (keras.optimizers.AdamW, {"learning_rate": 0.05, "weight_decay": 0.1}),
+}
+
+
+class TestFusedUpdate:
+    # Keras's own SGD and Adam (AdamW) updates are fused with the prox on
+    # TensorFlow; a subclass that overrides `update_step` keeps its override
+    # and gets the separate prox. Both must take the same steps.
+    @pytest.mark.parametrize("case", sorted(FUSED_CASES))
+    def test_fused_and_separate_prox_take_the_same_steps(self, case):
+        cls, kwargs = FUSED_CASES[case]
+        fused = keras_l1.ProximalOptimizer(cls(**kwargs))
+        separate = keras_l1.ProximalOptimizer(overriding(cls)(**kwargs))
+        assert keras_l1.optimizers._fused_update(fused.inner_optimizer) is not None
+        assert keras_l1.optimizers._fused_update(separate.inner_optimizer) is None
+        rng = np.random.default_rng(0)
+        w0 = rng.normal(scale=0.5, size=(6, 5)).astype("float32")
+        # A fixed pull per coordinate, stronger than l1 on some and weaker on
+        # others, so the result has zeros and non-zeros; plus noise.
+        pull = rng.normal(size=w0.shape).astype("float32")
+        variables = {
+            name: regularized_variable(w0, keras_l1.L1Regularizer(0.5))
+            for name in ("fused", "separate")
+        }
+        for _ in range(40):
+            g = pull + rng.normal(scale=0.3, size=w0.shape).astype("float32")
+            for name, optimizer in (("fused", fused), ("separate", separate)):
+                apply_gradients(optimizer, [g], [variables[name]])
+        result, expected = numpy(variables["fused"]), numpy(variables["separate"])
+        assert 5 <= (expected == 0).sum() <= 25
+        np.testing.assert_array_equal(result == 0, expected == 0)
+        # Adam's step is factored out (`m * step`), one rounding apart.
+        np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-7)
+
+
 class TestGroupLassoWithAdaptiveSteps:
     def test_heuristic_warns_and_keeps_the_reference_support(self, diabetes):
         # Adam's steps differ per coordinate, so the block prox is a heuristic:
