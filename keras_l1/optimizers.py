@@ -203,11 +203,6 @@ def _invalid_optimizer(optimizer) -> ValueError:
     )
 
 
-def _release(regularizers):
-    for regularizer in regularizers:
-        regularizer._proximal = False
-
-
 def _replica_scale():
     # Under tf.distribute Keras divides the regularization loss by the number
     # of replicas before each replica differentiates it.
@@ -393,11 +388,10 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
                     # its own. A loss computed before now had its gradient.
                     regularizer._gradient_in_last_call = True
                     variable.regularizer = regularizer
-                regularizer._proximal = True
+                regularizer._claim(self)
             regularizers.append(regularizer)
         self._regularizers = regularizers
         claimed = [r for r in regularizers if r is not None]
-        weakref.finalize(self, _release, claimed)
         if self._step_rule is not _sgd_step and any(
             isinstance(r, GroupLassoRegularizer) for r in claimed
         ):

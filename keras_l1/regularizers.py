@@ -8,6 +8,8 @@ zero; plain (sub)gradient descent on `|w|` only makes them oscillate around it.
 """
 
 import math
+import sys
+import weakref
 from typing import Any
 
 import keras
@@ -67,19 +69,50 @@ def _abs_sum(w):
     return ops.sum(ops.abs(w))
 
 
+def _chain(optimizer):
+    # A LossScaleOptimizer wraps a ProximalOptimizer, which wraps the
+    # optimizer doing the update; any of them is the model's `optimizer`.
+    while optimizer is not None:
+        yield optimizer
+        optimizer = getattr(optimizer, "inner_optimizer", None)
+
+
+def _optimizer_of_caller(frame):
+    """The optimizer compiled into the model whose penalties are being summed.
+
+    Keras sums weight penalties in `Layer._get_regularization_losses`, called
+    on the model being trained (or evaluated) for its `losses`, whatever the
+    backend and whether `fit` or a user's `train_step` asked. Returns
+    `(found, optimizer)`; `found` is False for any other caller (a custom
+    training loop calling the regularizer itself, a logger measuring it) and
+    for a model that is not compiled.
+    """
+    if frame is None or frame.f_code.co_name != "_get_regularization_losses":
+        return False, None
+    owner = frame.f_locals.get("self")
+    optimizer = getattr(owner, "optimizer", None) if isinstance(owner, keras.Model) else None
+    return optimizer is not None, optimizer
+
+
 class _ProximalRegularizer(keras.regularizers.Regularizer):
     """Shared machinery: float32 accumulation and the proximal mode.
 
-    In proximal mode (set by `ProximalOptimizer` on the regularizers of the
-    variables it updates) the penalty still enters the loss value, so `fit`
+    In proximal mode the penalty still enters the loss value, so `fit`
     reports the true objective, but not its gradient: the proximal step
-    accounts for it instead, exactly once.
+    accounts for it instead, exactly once. The regularizer is in proximal
+    mode when the `ProximalOptimizer` that claimed it (at its build) is the
+    optimizer compiled into the model computing the loss, or, when the loss
+    is not computed by a compiled model (custom training loops), while that
+    optimizer exists.
     """
 
     _config_keys: frozenset = frozenset()
 
     def __init__(self):
-        self._proximal = False
+        # A weak reference to the ProximalOptimizer that claimed this
+        # regularizer: a claim ends with its optimizer, and a newer
+        # optimizer's claim replaces it.
+        self._claimant = None
         # Whether the penalty gradient reached the most recent loss computed
         # with this regularizer; `ProximalOptimizer` takes it out if so.
         self._gradient_in_last_call = False
@@ -93,11 +126,32 @@ class _ProximalRegularizer(keras.regularizers.Regularizer):
         # update sees only optimizer variables, so it reads a mirror they hold.
         self._proximal_strength_factor = None
 
+    @property
+    def _proximal(self) -> bool:
+        """Whether a live `ProximalOptimizer` has claimed this regularizer."""
+        return self._claimant is not None and self._claimant() is not None
+
+    def _claim(self, optimizer):
+        self._claimant = weakref.ref(optimizer)
+
+    def _proximal_in_call(self, caller) -> bool:
+        claimant = self._claimant() if self._claimant is not None else None
+        if claimant is None:
+            return False
+        # A model recompiled with another optimizer (plain, or a new
+        # ProximalOptimizer not yet built) must see the penalty's gradient,
+        # even while the optimizer that claimed it is still referenced.
+        found, optimizer = _optimizer_of_caller(caller)
+        if not found:
+            return True
+        return any(o is claimant for o in _chain(optimizer))
+
     def __call__(self, x):
-        self._gradient_in_last_call = not self._proximal
+        proximal = self._proximal_in_call(sys._getframe(1))
+        self._gradient_in_last_call = not proximal
         x = ops.convert_to_tensor(x)
         w = ops.cast(x, _accumulation_dtype(x.dtype))
-        if self._proximal:
+        if proximal:
             w = ops.stop_gradient(w)
         return self._scaled(ops.cast(self._penalty(w), "float32"))
 

@@ -1,3 +1,4 @@
+import gc
 import json
 import re
 
@@ -425,6 +426,83 @@ class TestFusedUpdate:
         np.testing.assert_array_equal(result == 0, expected == 0)
         # Adam's step is factored out (`m * step`), one rounding apart.
         np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-7)
+
+
+def sgd_reference(x, y, w, lr, l1, steps, proximal):
+    """Full-batch SGD on `mse + l1·‖w‖₁`: proximal, or with the subgradient."""
+    w = w.astype(np.float64)
+    for _ in range(steps):
+        data_gradient = (2 / len(x)) * x.T @ (x @ w - y)
+        if proximal:
+            moved = w - lr * data_gradient
+            w = np.sign(moved) * np.maximum(np.abs(moved) - lr * l1, 0)
+        else:
+            w = w - lr * (data_gradient + l1 * np.sign(w))
+    return w
+
+
+@pytest.fixture
+def small_problem():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(16, 3)).astype("float32")
+    y = rng.normal(size=(16, 1)).astype("float32")
+    return x, y
+
+
+class TestCountedOnceAcrossRecompiles:
+    # The penalty's gradient is left out of the loss only for the optimizer
+    # that claimed the regularizer, and only while it is the one compiled.
+    @pytest.mark.parametrize("jit_compile", [False, True])
+    def test_plain_optimizer_after_recompile_sees_the_penalty(self, small_problem, jit_compile):
+        x, y = small_problem
+        model = linear_model(3, 1, keras_l1.L1Regularizer(0.2))
+        proximal = keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.1))
+        model.compile(proximal, "mse", jit_compile=jit_compile)
+        model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+        w0 = numpy(model.layers[0].kernel)
+        # `proximal` is still referenced: its claim must not reach the plain SGD.
+        model.compile(keras.optimizers.SGD(0.1), "mse", jit_compile=jit_compile)
+        model.fit(x, y, batch_size=16, epochs=4, shuffle=False, verbose=0)
+        expected = sgd_reference(x, y, w0, 0.1, 0.2, 4, proximal=False)
+        np.testing.assert_allclose(numpy(model.layers[0].kernel), expected, rtol=1e-5, atol=1e-6)
+        assert proximal.built
+
+    def test_new_proximal_optimizer_keeps_its_claim_when_the_old_one_dies(self, small_problem):
+        x, y = small_problem
+        model = linear_model(3, 1, keras_l1.L1Regularizer(0.2))
+        first = keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.1))
+        model.compile(first, "mse")
+        model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        second = keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.1))
+        model.compile(second, "mse")
+        model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        del first
+        gc.collect()
+        w0 = numpy(model.layers[0].kernel)
+        model.compile(second, "mse")  # traced again, after the first one died
+        model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+        expected = sgd_reference(x, y, w0, 0.1, 0.2, 3, proximal=True)
+        np.testing.assert_allclose(numpy(model.layers[0].kernel), expected, rtol=1e-5, atol=1e-7)
+
+    def test_shared_layer_trained_by_another_model_sees_the_penalty(self, small_problem):
+        x, y = small_problem
+        layer = keras.layers.Dense(
+            1, use_bias=False, kernel_regularizer=keras_l1.L1Regularizer(0.2)
+        )
+        inputs = keras.Input((3,))
+        sparse = keras.Model(inputs, layer(inputs))
+        plain = keras.Model(inputs, layer(inputs))
+        sparse.compile(keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.1)), "mse")
+        plain.compile(keras.optimizers.SGD(0.1), "mse")
+        sparse.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        w0 = numpy(layer.kernel)
+        plain.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+        expected = sgd_reference(x, y, w0, 0.1, 0.2, 3, proximal=False)
+        np.testing.assert_allclose(numpy(layer.kernel), expected, rtol=1e-5, atol=1e-6)
+        w1 = numpy(layer.kernel)
+        sparse.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+        expected = sgd_reference(x, y, w1, 0.1, 0.2, 3, proximal=True)
+        np.testing.assert_allclose(numpy(layer.kernel), expected, rtol=1e-5, atol=1e-7)
 
 
 class TestGroupLassoWithAdaptiveSteps:
