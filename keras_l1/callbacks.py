@@ -12,8 +12,8 @@ from keras_l1 import _summary
 from keras_l1._validation import check_int
 from keras_l1._validation import check_non_negative_float
 from keras_l1._validation import check_path
+from keras_l1._weights import RepeatedMeasure
 from keras_l1._weights import histogram
-from keras_l1._weights import measure
 from keras_l1._weights import regularized_weights
 from keras_l1.inspection import check_feature_names
 from keras_l1.inspection import selected_features
@@ -130,6 +130,7 @@ class SparsityLogger(keras.callbacks.Callback):
         self._writer = None
         self._warned_empty = False
         self._warned_nonfinite = False
+        self._measure = RepeatedMeasure()
 
     def on_train_begin(self, logs=None):
         if self.log_dir is not None and self._writer is None and _is_chief(self.model):
@@ -151,7 +152,7 @@ class SparsityLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         weights = regularized_weights(self.model)
-        stats = measure(weights, self.tolerance)
+        stats = self._measure(weights, self.tolerance)
         totals, per_layer = self._summarize(weights, stats)
         logs["l1_penalty"] = totals["penalty"]
         logs["sparsity"] = totals["sparsity"]

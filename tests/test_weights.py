@@ -3,8 +3,10 @@ import numpy as np
 import pytest
 
 import keras_l1
+from keras_l1._weights import RepeatedMeasure
 from keras_l1._weights import measure
 from keras_l1._weights import regularized_weights
+from keras_l1.scheduling import StrengthFactor
 
 
 def _model(first, second):
@@ -56,3 +58,128 @@ class TestMeasure:
 
     def test_no_weights(self):
         assert measure([], 0.0).shape == (0, 4)
+
+
+def _mixed_model():
+    """One kernel per traceable regularizer type, one of them bfloat16."""
+    regularizers = [
+        keras_l1.L1Regularizer(0.5),
+        keras_l1.ElasticNetRegularizer(0.25, 0.125),
+        keras_l1.GroupLassoRegularizer(0.5, group_axis=0),
+        keras.regularizers.L1(0.25),
+        keras.regularizers.L2(0.5),
+        keras.regularizers.L1L2(0.125, 0.25),
+        keras_l1.L1Regularizer(2.0),
+    ]
+    layers = [keras.Input((4,))]
+    for index, regularizer in enumerate(regularizers):
+        dtype = "bfloat16" if index == len(regularizers) - 1 else None
+        layers.append(
+            keras.layers.Dense(4, use_bias=False, kernel_regularizer=regularizer, dtype=dtype)
+        )
+    return keras.Sequential(layers)
+
+
+def _assign_sparse(model, seed):
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        value = rng.standard_normal((4, 4))
+        value[rng.random((4, 4)) < 0.4] = 0.0
+        value[1] = 0.0  # a zero group for group lasso
+        layer.kernel.assign(value.astype("float32"))
+
+
+def _numpy_stats(model, tolerance, factor=1.0):
+    """`measure` in float64 NumPy, from the regularizers' formulas."""
+    rows = []
+    for layer in model.layers:
+        w = np.asarray(keras.ops.convert_to_numpy(layer.kernel), np.float64)
+        config = layer.kernel_regularizer.get_config()
+        l1, l2 = config.get("l1", 0.0), config.get("l2", 0.0)
+        if isinstance(layer.kernel_regularizer, keras_l1.GroupLassoRegularizer):
+            penalty = l1 * np.sqrt(4) * np.linalg.norm(w, axis=1).sum()
+        else:
+            penalty = l1 * np.abs(w).sum() + l2 * np.square(w).sum()
+        # The strength factor scales L1-type penalties only.
+        scaled = 1.0 if type(layer.kernel_regularizer) is keras.regularizers.L2 else factor
+        zeros = np.count_nonzero(np.abs(w) <= tolerance)
+        rows.append([scaled * penalty, zeros, 0, w.size])
+    return np.array(rows)
+
+
+class TestRepeatedMeasure:
+    @pytest.mark.parametrize("tolerance", [0.0, 0.3])
+    def test_equals_numpy_across_weight_and_factor_changes(self, tolerance):
+        model = _mixed_model()
+        _assign_sparse(model, 0)
+        factor = StrengthFactor(model)
+        repeated = RepeatedMeasure()
+        weights = regularized_weights(model)
+        for call, (seed, strength) in enumerate([(0, 1.0), (0, 1.0), (1, 0.25), (2, 3.0)]):
+            _assign_sparse(model, seed)
+            factor.assign(strength)
+            stats = repeated(weights, tolerance)
+            expected = _numpy_stats(model, tolerance, strength)
+            # Zeros, non-finite counts and sizes are exact; penalties are
+            # float32 sums of 16 terms.
+            np.testing.assert_array_equal(stats[:, 1:], expected[:, 1:], err_msg=f"call {call}")
+            np.testing.assert_allclose(stats[:, 0], expected[:, 0], rtol=1e-6, atol=0)
+            np.testing.assert_array_equal(stats, measure(weights, tolerance))
+            if call == 1:
+                compiled = repeated._function
+        if keras.backend.backend() == "tensorflow":
+            # Compiled from the second call on, and never traced again:
+            # new weight values and a new factor value are read, not traced.
+            assert repeated._function is compiled
+            assert compiled.experimental_get_tracing_count() == 1
+
+    def test_factor_attached_after_compiling(self):
+        model = _model([[3.0, -0.0, 0.0], [-1.0, 1.0, 2.0]], [[0.0], [2.0], [-1.0]])
+        repeated = RepeatedMeasure()
+        for _ in range(2):
+            assert repeated(regularized_weights(model), 0.0)[0, 0] == 3.5
+        StrengthFactor(model).assign(0.5)
+        for _ in range(2):
+            assert repeated(regularized_weights(model), 0.0)[0, 0] == 1.75
+
+    def test_counts_non_finite_entries(self):
+        model = _model([[np.inf, -np.inf, 0.0], [np.nan, 1.0, 0.0]], [[0.0], [2.0], [-1.0]])
+        repeated = RepeatedMeasure()
+        weights = regularized_weights(model)
+        for _ in range(3):
+            stats = repeated(weights, 0.0)
+            assert stats[0, 1:].tolist() == [2, 3, 6]
+            assert stats[1].tolist() == [1.25, 1, 0, 3]
+
+    def test_new_weights_are_measured_not_the_traced_ones(self):
+        repeated = RepeatedMeasure()
+        first = _model([[3.0, -0.0, 0.0], [-1.0, 1.0, 2.0]], [[0.0], [2.0], [-1.0]])
+        for _ in range(2):
+            stats = repeated(regularized_weights(first), 0.0)
+        second = _model([[1.0, 1.0, 1.0], [0.0, 1.0, 2.0]], [[0.0], [0.0], [4.0]])
+        for _ in range(3):
+            stats = repeated(regularized_weights(second), 0.0)
+            # 0.5 * (1 + 1 + 1 + 1 + 2) and 0.25 * 16.
+            np.testing.assert_array_equal(stats, [[3.0, 1, 0, 6], [4.0, 2, 0, 3]])
+        # A changed strength is a changed regularizer, not a stale trace.
+        second.layers[1].kernel.regularizer = keras.regularizers.L2(0.5)
+        for _ in range(2):
+            stats = repeated(regularized_weights(second), 0.0)
+            assert stats[1, 0] == 8.0
+
+    def test_custom_regularizer_is_called_every_time(self):
+        calls = []
+
+        def custom(w):
+            calls.append(1)
+            return 2.0 * keras.ops.sum(w)
+
+        model = keras.Sequential(
+            [keras.Input((2,)), keras.layers.Dense(1, use_bias=False, kernel_regularizer=custom)]
+        )
+        model.layers[0].kernel.assign(np.array([[1.5], [0.0]], "float32"))
+        repeated = RepeatedMeasure()
+        for _ in range(3):
+            stats = repeated(regularized_weights(model), 0.0)
+            assert stats.tolist() == [[3.0, 1, 0, 2]]
+        assert len(calls) == 3
