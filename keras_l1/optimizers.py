@@ -216,6 +216,59 @@ def _replica_scale():
     return 1.0 / context.num_replicas_in_sync
 
 
+def _in_xla_function() -> bool:
+    import tensorflow as tf
+
+    try:
+        from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
+    except ImportError:  # a private module; without it, compiling twice is still right
+        return False
+    return tf.inside_function() and GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def _can_compile_update() -> bool:
+    # Under tf.distribute the update runs per replica inside the strategy's
+    # own update machinery; it stays as Keras runs it there. Inside a step
+    # compiled with XLA (`jit_compile=True`) the update is fused already, and
+    # a nested compiled function only costs a call.
+    import tensorflow as tf
+
+    return not tf.distribute.has_strategy() and not _in_xla_function()
+
+
+def _compiled_update(cache, update_and_prox, variable, regularizer):
+    """`update_and_prox` for one variable, as one XLA-compiled function.
+
+    Without XLA, TensorFlow runs each elementwise operation of the update
+    and of the prox as its own pass over the weight (about 0.3 ms per pass
+    for 1.9M weights on one core here: Adam's update alone is a dozen).
+    Compiled, they run as one loop that reads the gradient, the state and the
+    weight once and writes each once. When the model itself is compiled with
+    XLA this function is simply part of it. Traced again when the strength
+    factor attached to the regularizer changes (`L1Scheduler`), since the
+    trace reads it.
+    """
+    import tensorflow as tf
+
+    key = (regularizer._strength_factor, regularizer._proximal_strength_factor)
+    entry = cache.get(id(variable))
+    if entry is None or entry[0] is not variable or any(a is not b for a, b in zip(entry[1], key)):
+
+        def update(gradient, learning_rate):
+            update_and_prox(gradient, variable, learning_rate)
+
+        compiled = tf.function(update, jit_compile=True, autograph=False)
+        entry = (variable, key, compiled)
+        cache[id(variable)] = entry
+    compiled = entry[2]
+
+    def call(gradient, learning_rate):
+        # A learning rate held in a variable is passed as its value.
+        return compiled(gradient, tf.convert_to_tensor(learning_rate))
+
+    return call
+
+
 # Keeps each optimizer's retrace trigger (below) alive with the optimizer,
 # outside its state: not in `variables`, checkpoints or saved files.
 _RETRACE_TRIGGERS = weakref.WeakKeyDictionary()
@@ -336,18 +389,26 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
             # so the proximal assignment is mirrored like the update itself.
             update_step = inner.update_step
             fused = _fused_update(inner)
+            compiled = {}
 
-            def proximal_update_step(gradient, variable, learning_rate):
-                regularizer = self._regularizer_of(variable)
-                if regularizer is None:
-                    update_step(gradient, variable, learning_rate)
-                elif fused is None:
+            def update_and_prox(gradient, variable, learning_rate):
+                if fused is None:
                     update_step(gradient, variable, learning_rate)
                     self._prox(variable, learning_rate)
                 else:
                     lr = ops.cast(learning_rate, variable.dtype)
                     moved, step = fused(inner, gradient, variable, lr)
-                    inner.assign(variable, regularizer.prox(moved, step))
+                    inner.assign(variable, self._regularizer_of(variable).prox(moved, step))
+
+            def proximal_update_step(gradient, variable, learning_rate):
+                regularizer = self._regularizer_of(variable)
+                if regularizer is None:
+                    update_step(gradient, variable, learning_rate)
+                elif _can_compile_update():
+                    update = _compiled_update(compiled, update_and_prox, variable, regularizer)
+                    update(gradient, learning_rate)
+                else:
+                    update_and_prox(gradient, variable, learning_rate)
 
             inner.update_step = proximal_update_step
         else:

@@ -48,9 +48,21 @@ def soft_threshold(x: ArrayLike, threshold: ArrayLike) -> Tensor:
     x = ops.convert_to_tensor(x)
     threshold = ops.cast(threshold, x.dtype)
     # The same value, with the same single rounding of `|x| − threshold`, in
-    # three elementwise passes instead of five: this runs on every weight at
-    # every step.
-    return x - ops.clip(x, -threshold, threshold)
+    # fewer elementwise passes than `sign(x) * max(|x| − t, 0)`: this runs on
+    # every weight at every step.
+    return x - _clip(x, -threshold, threshold)
+
+
+def _clip(x, low, high):
+    # TensorFlow's `clip_by_value` (behind `ops.clip`) is a minimum then a
+    # maximum, two passes over `x`; its ClipByValue kernel is one. The kernel
+    # takes bounds of the shape of `x` or scalars, and has a gradient and an
+    # XLA lowering.
+    if keras.backend.backend() == "tensorflow" and tuple(low.shape) in ((), tuple(x.shape)):
+        import tensorflow as tf
+
+        return tf.raw_ops.ClipByValue(t=x, clip_value_min=low, clip_value_max=high)
+    return ops.clip(x, low, high)
 
 
 def _accumulation_dtype(dtype) -> str:

@@ -427,6 +427,26 @@ class TestFusedUpdate:
         # Adam's step is factored out (`m * step`), one rounding apart.
         np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-7)
 
+    @pytest.mark.backends("tensorflow")
+    def test_update_is_compiled_only_outside_xla_and_distribution(self):
+        import tensorflow as tf
+
+        from keras_l1.optimizers import _can_compile_update
+
+        @tf.function
+        def graph():
+            return tf.constant(_can_compile_update())
+
+        @tf.function(jit_compile=True)
+        def xla():
+            return tf.constant(_can_compile_update())
+
+        assert _can_compile_update()
+        assert bool(graph())
+        assert not bool(xla())
+        with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+            assert not _can_compile_update()
+
 
 def sgd_reference(x, y, w, lr, l1, steps, proximal):
     """Full-batch SGD on `mse + l1·‖w‖₁`: proximal, or with the subgradient."""
