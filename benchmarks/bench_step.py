@@ -11,7 +11,8 @@ threads) is reported too: other processes on a shared machine stretch wall
 time a lot and CPU time little, so it is the steadier measure of the work a
 step does; `--threads 1` makes it exactly that (no idle spinning). Ratios are
 against "none" (no regularizer) and "Keras L1" (`keras.regularizers.L1`)
-with the same optimizer and jit setting, measured in the same run.
+with the same optimizer and jit setting, measured in the same run; the
+elastic-net rows also against "Keras L1L2", the same two penalties.
 
     python benchmarks/bench_step.py            # full run, a few minutes on 2 cores
     python benchmarks/bench_step.py --quick    # small model, seconds
@@ -37,6 +38,7 @@ ROWS = {
     "Keras L1 + prox": (lambda: keras.regularizers.L1(L1), True),
     "L1Regularizer": (lambda: keras_l1.L1Regularizer(L1), False),
     "L1Regularizer + prox": (lambda: keras_l1.L1Regularizer(L1), True),
+    "Keras L1L2": (lambda: keras.regularizers.L1L2(L1, L1), False),
     "ElasticNetRegularizer": (lambda: keras_l1.ElasticNetRegularizer(L1, L1), False),
     "ElasticNetRegularizer + prox": (lambda: keras_l1.ElasticNetRegularizer(L1, L1), True),
     "GroupLassoRegularizer": (lambda: keras_l1.GroupLassoRegularizer(L1), False),
@@ -144,6 +146,9 @@ def table(results, statistic: str = "ms") -> str:
                 cell += f" · {ms / by_key[('none', opt, j)][statistic]:.3f}×none"
             if ("Keras L1", opt, j) in by_key and row not in ("none", "Keras L1"):
                 cell += f" · {ms / by_key[('Keras L1', opt, j)][statistic]:.3f}×L1"
+            # Elastic net's like-for-like baseline is Keras's L1L2 (two penalties).
+            if ("Keras L1L2", opt, j) in by_key and row.startswith("ElasticNet"):
+                cell += f" · {ms / by_key[('Keras L1L2', opt, j)][statistic]:.3f}×L1L2"
             cells.append(cell)
         lines.append(cells)
     return _common.markdown_table(headers, lines)
