@@ -197,6 +197,12 @@ class RepeatedMeasure:
         self._weights = None
         self._function = None
 
+    def __reduce__(self):
+        # A cache, not state: copies and pickles start empty (a traced
+        # function can be neither), as callbacks are deep-copied by
+        # scikit-learn-style wrappers.
+        return (RepeatedMeasure, ())
+
     def __call__(self, weights, tolerance: float):
         key = _trace_key(weights, tolerance)
         if key is None or key != self._key:

@@ -1,3 +1,6 @@
+import copy
+import pickle
+
 import keras
 import numpy as np
 import pytest
@@ -166,6 +169,16 @@ class TestRepeatedMeasure:
         for _ in range(2):
             stats = repeated(regularized_weights(second), 0.0)
             assert stats[1, 0] == 8.0
+
+    def test_copies_start_empty(self):
+        model = _model([[3.0, -0.0, 0.0], [-1.0, 1.0, 2.0]], [[0.0], [2.0], [-1.0]])
+        repeated = RepeatedMeasure()
+        for _ in range(2):
+            repeated(regularized_weights(model), 0.0)
+        for copied in (copy.deepcopy(repeated), pickle.loads(pickle.dumps(repeated))):
+            assert copied._key is None and copied._function is None
+            stats = copied(regularized_weights(model), 0.0)
+            np.testing.assert_array_equal(stats, [[3.5, 2, 0, 6], [1.25, 1, 0, 3]])
 
     def test_custom_regularizer_is_called_every_time(self):
         calls = []
