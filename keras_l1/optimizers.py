@@ -13,6 +13,7 @@ import weakref
 import keras
 from keras import ops
 
+from keras_l1 import _xla
 from keras_l1._validation import check_bool
 from keras_l1._validation import check_config_keys
 from keras_l1._validation import check_float_in
@@ -216,26 +217,6 @@ def _replica_scale():
     return 1.0 / context.num_replicas_in_sync
 
 
-def _in_xla_function() -> bool:
-    import tensorflow as tf
-
-    try:
-        from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
-    except ImportError:  # a private module; without it, compiling twice is still right
-        return False
-    return tf.inside_function() and GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
-
-
-def _can_compile_update() -> bool:
-    # Under tf.distribute the update runs per replica inside the strategy's
-    # own update machinery; it stays as Keras runs it there. Inside a step
-    # compiled with XLA (`jit_compile=True`) the update is fused already, and
-    # a nested compiled function only costs a call.
-    import tensorflow as tf
-
-    return not tf.distribute.has_strategy() and not _in_xla_function()
-
-
 def _compiled_update(cache, update_and_prox, variable, regularizer):
     """`update_and_prox` for one variable, as one XLA-compiled function.
 
@@ -243,12 +224,10 @@ def _compiled_update(cache, update_and_prox, variable, regularizer):
     and of the prox as its own pass over the weight (about 0.3 ms per pass
     for 1.9M weights on one core here: Adam's update alone is a dozen).
     Compiled, they run as one loop that reads the gradient, the state and the
-    weight once and writes each once. When the model itself is compiled with
-    XLA this function is simply part of it. Traced again when the strength
-    factor attached to the regularizer changes (`L1Scheduler`), since the
-    trace reads it.
+    weight once and writes each once. Traced again when the strength factor
+    attached to the regularizer changes (`L1Scheduler`), since the trace
+    reads it.
     """
-    import tensorflow as tf
 
     key = (regularizer._strength_factor, regularizer._proximal_strength_factor)
     entry = cache.get(id(variable))
@@ -257,16 +236,10 @@ def _compiled_update(cache, update_and_prox, variable, regularizer):
         def update(gradient, learning_rate):
             update_and_prox(gradient, variable, learning_rate)
 
-        compiled = tf.function(update, jit_compile=True, autograph=False)
+        compiled = _xla.compile(update)
         entry = (variable, key, compiled)
         cache[id(variable)] = entry
-    compiled = entry[2]
-
-    def call(gradient, learning_rate):
-        # A learning rate held in a variable is passed as its value.
-        return compiled(gradient, tf.convert_to_tensor(learning_rate))
-
-    return call
+    return entry[2]
 
 
 # Keeps each optimizer's retrace trigger (below) alive with the optimizer,
@@ -412,7 +385,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
                 regularizer = self._regularizer_of(variable)
                 if regularizer is None:
                     update_step(gradient, variable, learning_rate)
-                elif _can_compile_update():
+                elif _xla.should_compile(eager=True):
                     update = _compiled_update(compiled, update_and_prox, variable, regularizer)
                     update(gradient, learning_rate)
                 else:

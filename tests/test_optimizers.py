@@ -431,7 +431,10 @@ class TestFusedUpdate:
     def test_update_is_compiled_only_outside_xla_and_distribution(self):
         import tensorflow as tf
 
-        from keras_l1.optimizers import _can_compile_update
+        from keras_l1._xla import should_compile
+
+        def _can_compile_update():
+            return should_compile(eager=True)
 
         @tf.function
         def graph():
