@@ -11,12 +11,15 @@ sparsity lands in `[target, target + 1%]`. Methods:
 - L1 + prox (Adam): `L1Regularizer` on every kernel,
   `ProximalOptimizer(Adam(1e-3))`.
 - L1 + prox (Adam), fine-tuned: the same, then the zero pattern held and the
-  survivors trained 20 more epochs without the penalty (what pruning gets).
+  survivors trained 20 more epochs with `Adam(1e-3)` and without the penalty:
+  the relaxed lasso, and exactly the fine-tuning pruning gets, so both use 60
+  + 20 epochs.
 - L1 + prox (Adam), 10-epoch warm-up: the same with
   `keras_l1.L1Scheduler(warmup_epochs=10)`, which ramps the penalty up from 0
   over the first 10 epochs (what `L1Scheduler` is for: a weight is
   not zeroed before its gradient has had a chance to show it is useful).
-- L1 + prox (SGD): the same as the first with `ProximalOptimizer(SGD(0.05, momentum=0.9))`.
+- L1 + prox (SGD): the same as the first with `ProximalOptimizer(SGD(0.05, momentum=0.9))`,
+  and fine-tuned as above.
 - group lasso + prox (SGD): `GroupLassoRegularizer(group_axis=0)` on every
   kernel (whole input pixels and whole hidden units drop out), with
   `ProximalOptimizer(SGD(0.05, momentum=0.9))`.
@@ -26,7 +29,14 @@ sparsity lands in `[target, target + 1%]`. Methods:
   batch).
 - dense: no regularization.
 
-    python benchmarks/bench_digits.py            # ~15 minutes on 2 cores (3 seeds)
+A second table gives, at the middle target, each kernel's sparsity and the
+hidden units still alive (a nonzero weight in and out): L1 on a ReLU network
+removes whole units, since rescaling a unit's incoming weights by `c` and its
+outgoing ones by `1/c` leaves the function unchanged while the penalty of that
+unit, minimized over `c`, is `2·sqrt(|in|₁·|out|₁)` — concave in the two
+norms, so cheaper at zero than spread thin.
+
+    python benchmarks/bench_digits.py            # ~15 minutes on one core (3 seeds)
     python benchmarks/bench_digits.py --quick    # small network, one target
 """
 
@@ -64,6 +74,24 @@ def sparsity(model) -> float:
     return sum(int(np.sum(v == 0)) for v in values) / sum(v.size for v in values)
 
 
+def layer_sparsities(model) -> list:
+    """The fraction of exactly zero weights of each kernel, input layer first."""
+    return [float(np.mean(w.numpy() == 0)) for w in kernels(model)]
+
+
+def units_alive(model) -> list:
+    """Hidden units of each layer with a nonzero incoming and a nonzero outgoing weight.
+
+    A unit without either contributes at most a constant to the next layer:
+    its share of the weight budget is spent on nothing.
+    """
+    values = [w.numpy() != 0 for w in kernels(model)]
+    return [
+        int(np.sum(incoming.any(axis=0) & outgoing.any(axis=1)))
+        for incoming, outgoing in zip(values, values[1:])
+    ]
+
+
 def accuracy(model, x, y) -> float:
     return float(np.mean(model.predict(x, batch_size=512, verbose=0).argmax(axis=1) == y))
 
@@ -87,7 +115,9 @@ def fine_tune(source, masks, data, sizes, epochs: int, batch_size: int, seed: in
     """Copies `source`'s weights into an unregularized MLP, trains it with `masks` held."""
     x_train, _, y_train, _ = data
     model = build(sizes, seed=seed)
-    model.set_weights(source.get_weights())
+    # Trainable weights only: an L1Scheduler leaves its strength factor on the source.
+    for variable, value in zip(model.trainable_weights, source.trainable_weights):
+        variable.assign(value)
     for variable, mask in zip(kernels(model), masks):
         variable.assign(variable * mask)
     model.compile(keras.optimizers.Adam(1e-3), LOSS)
@@ -179,6 +209,8 @@ METHODS = (
     "L1 + prox (SGD)",
     "group lasso + prox (SGD)",
 )
+# Also refit on their support without the penalty, as pruning is (the relaxed lasso).
+FINE_TUNED = ("L1 + prox (Adam)", "L1 + prox (SGD)")
 
 
 def _fitters(sizes, data, epochs: int, batch_size: int, seed: int) -> dict:
@@ -233,14 +265,24 @@ def run_seed(
     _, x_test, _, y_test = data
 
     def record(method, target, model, l1=None):
-        return {
+        row = {
             "method": method,
             "target": target,
             "seed": seed,
             "sparsity": sparsity(model),
             "accuracy": accuracy(model, x_test, y_test),
             "l1": l1,
+            "layers": layer_sparsities(model),
+            "units": units_alive(model),
         }
+        # Progress on stderr: a long run that is stopped still says something.
+        print(
+            f"seed {seed}: {method} at {target:.0%}: accuracy {row['accuracy']:.4f}, "
+            f"sparsity {row['sparsity']:.4f}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return row
 
     dense = train(sizes, None, keras.optimizers.Adam(1e-3), data, epochs, batch_size, seed)
     results = [record("dense", 0.0, dense)]
@@ -249,10 +291,11 @@ def run_seed(
         found = search_l1(fitters[method], targets, tolerance, 1e-5, 1e-2, max_fits)
         for target, (l1, _, model) in found.items():
             results.append(record(method, target, model, l1))
-            if method == "L1 + prox (Adam)":
+            if method in FINE_TUNED:
+                # The relaxed lasso: L1 picks the support, the refit removes its shrinkage.
                 masks = [(w.numpy() != 0).astype("float32") for w in kernels(model)]
                 tuned = fine_tune(model, masks, data, sizes, fine_tune_epochs, batch_size, seed)
-                results.append(record("L1 + prox (Adam), fine-tuned", target, tuned, l1))
+                results.append(record(f"{method}, fine-tuned", target, tuned, l1))
     for target in targets:
         masks = magnitude_masks(dense, target)
         pruned = fine_tune(dense, masks, data, sizes, fine_tune_epochs, batch_size, seed)
@@ -332,6 +375,28 @@ def table(results) -> str:
     return _common.markdown_table(headers, rows)
 
 
+def layer_table(results, target: float) -> str:
+    """Per-layer sparsity and hidden units alive at `target`, means over seeds."""
+    rows = []
+    methods = dict.fromkeys(r["method"] for r in results)
+    for method in methods:
+        group = [r for r in results if r["method"] == method and r["target"] in (target, 0.0)]
+        if not group:
+            continue
+        layers = np.mean([r["layers"] for r in group], axis=0)
+        units = np.mean([r["units"] for r in group], axis=0)
+        rows.append(
+            [
+                method,
+                " / ".join(f"{value:.1%}" for value in layers),
+                " / ".join(f"{value:.0f}" for value in units),
+            ]
+        )
+    return _common.markdown_table(
+        ["method", f"kernel sparsity by layer at {target:.0%}", "hidden units alive"], rows
+    )
+
+
 QUICK = {
     "sizes": (64, 32, 10),
     "targets": (0.5,),
@@ -350,9 +415,14 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     args = parser.parse_args(argv)
     print(f"machine: {_common.machine()}")
+    print(f"load average at start: {_common.load_average()}")
     options = dict(QUICK) if args.quick else {"seeds": tuple(args.seeds)}
     results = run(**options)
     print(table(results))
+    targets = sorted({r["target"] for r in results if r["method"] != "dense"})
+    print()
+    print(layer_table(results, targets[len(targets) // 2]))
+    print(f"load average at end: {_common.load_average()}")
     return 0
 
 

@@ -97,4 +97,14 @@ class TestBenchDigits:
         l1 = results[("L1 + prox (Adam)", 0.5)]
         assert l1["sparsity"] >= 0.5
         # Fine-tuning holds the zero pattern.
-        assert results[("L1 + prox (Adam), fine-tuned", 0.5)]["sparsity"] == l1["sparsity"]
+        tuned = results[("L1 + prox (Adam), fine-tuned", 0.5)]
+        assert tuned["sparsity"] == l1["sparsity"]
+        assert tuned["layers"] == l1["layers"]
+        assert tuned["units"] == l1["units"]
+        # The per-layer sparsities weighted by kernel size (64x32, 32x10) are the total.
+        sizes = [64 * 32, 32 * 10]
+        for row in (l1, results[("magnitude pruning + fine-tune", 0.5)]):
+            weighted = sum(s * n for s, n in zip(row["layers"], sizes)) / sum(sizes)
+            assert weighted == pytest.approx(row["sparsity"], abs=1e-9)
+        assert results[("dense", 0.0)]["units"] == [32]
+        assert 0 < l1["units"][0] <= 32
