@@ -44,6 +44,33 @@ class EventWriter:
         self._histogram_metadata = tf.compat.v1.SummaryMetadata(
             plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="histograms")
         )
+        # Likewise for `tf.summary.scalar`: the scalars plugin, version 0.
+        self._scalar_metadata = tf.compat.v1.SummaryMetadata(
+            plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars")
+        )
+        # The protobuf class of a tensor (TensorFlow's `TensorProto`), taken
+        # from a public function rather than an internal module.
+        self._tensor_proto = type(tf.make_tensor_proto(0.0))
+
+    def _scalars_proto(self, scalars: dict) -> bytes:
+        """One serialized `Summary` holding every scalar, as `tf.summary.scalar` writes each.
+
+        Each eager `tf.summary.scalar` costs about 0.1 ms, all of an epoch's
+        scalars more than measuring a million weights; one protobuf built here
+        is written by one operation.
+        """
+        tf = self._tf
+        float32 = tf.float32.as_datatype_enum
+        values = [
+            tf.compat.v1.Summary.Value(
+                tag=tag,
+                metadata=self._scalar_metadata,
+                # float32, as `tf.summary.scalar` stores it.
+                tensor=self._tensor_proto(dtype=float32, tensor_shape={}, float_val=[float(v)]),
+            )
+            for tag, v in scalars.items()
+        ]
+        return tf.compat.v1.Summary(value=values).SerializeToString()
 
     def write(self, step: int, scalars: dict, histograms=()) -> None:
         """Writes `scalars` ({tag: float}) and `histograms`, then flushes.
@@ -54,8 +81,8 @@ class EventWriter:
         """
         tf = self._tf
         with self._writer.as_default(step=int(step)):
-            for tag, value in scalars.items():
-                tf.summary.scalar(tag, float(value))
+            if scalars:
+                tf.summary.experimental.write_raw_pb(self._scalars_proto(scalars))
             for tag, buckets in histograms:
                 tf.summary.write(
                     tag, tf.constant(buckets, tf.float64), metadata=self._histogram_metadata

@@ -25,7 +25,7 @@ import keras
 from keras_l1._validation import check_fraction
 from keras_l1._validation import check_int
 from keras_l1._validation import check_non_negative_float
-from keras_l1._weights import measure
+from keras_l1._weights import RepeatedMeasure
 from keras_l1._weights import regularized_weights
 from keras_l1.regularizers import as_proximal
 
@@ -253,6 +253,7 @@ class L1Scheduler(keras.callbacks.Callback):
         self._factor = None
         self._adaptive = 1.0
         self.factor = 1.0
+        self._measure = RepeatedMeasure()
 
     def on_train_begin(self, logs=None):
         self._factor = StrengthFactor(self.model)
@@ -275,7 +276,7 @@ class L1Scheduler(keras.callbacks.Callback):
         logs["l1_factor"] = self.factor
         message = f"L1Scheduler: epoch {epoch + 1}: factor {self.factor:.4g}"
         if self.target_sparsity is not None:
-            stats = measure(regularized_weights(self.model), self.tolerance)
+            stats = self._measure(regularized_weights(self.model), self.tolerance)
             size = stats[:, 3].sum()
             sparsity = float(stats[:, 1].sum() / size) if size else 0.0
             logs["sparsity"] = sparsity
