@@ -465,17 +465,19 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         self.inner_optimizer.apply(grads, trainable_variables)
 
     def _data_gradients(self, grads, variables):
-        # If the loss was traced before this optimizer claimed the
-        # regularizers (TensorFlow builds optimizers lazily, on the first
-        # step), its gradient includes the penalty: take it out, so the
-        # proximal step stays the only place the penalty acts.
+        # If the loss kept the penalty's gradient (it was traced before this
+        # optimizer claimed the regularizers, as TensorFlow builds optimizers
+        # lazily, on the first step; or a custom training loop computed it),
+        # take it out, so the proximal step stays the only place the penalty
+        # acts.
         result = []
         for grad, variable in zip(grads, variables):
             regularizer = getattr(variable, "regularizer", None)
             if (
                 grad is not None
                 and regularizer is not None
-                and regularizer._proximal
+                and getattr(regularizer, "_claimant", None) is not None
+                and regularizer._claimant() is self
                 and regularizer._gradient_in_last_call
             ):
                 value = ops.convert_to_tensor(variable)

@@ -106,6 +106,14 @@ def _optimizer_of_caller(frame):
     return optimizer is not None, optimizer
 
 
+def _distributed() -> bool:
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy()
+
+
 class _ProximalRegularizer(keras.regularizers.Regularizer):
     """Shared machinery: float32 accumulation and the proximal mode.
 
@@ -113,9 +121,10 @@ class _ProximalRegularizer(keras.regularizers.Regularizer):
     reports the true objective, but not its gradient: the proximal step
     accounts for it instead, exactly once. The regularizer is in proximal
     mode when the `ProximalOptimizer` that claimed it (at its build) is the
-    optimizer compiled into the model computing the loss, or, when the loss
-    is not computed by a compiled model (custom training loops), while that
-    optimizer exists.
+    optimizer compiled into the model computing the loss. A loss computed
+    otherwise (a custom training loop) keeps the penalty's gradient, which
+    the claiming optimizer takes out again; under tf.distribute such a loss
+    is in proximal mode while the claiming optimizer exists.
     """
 
     _config_keys: frozenset = frozenset()
@@ -154,9 +163,14 @@ class _ProximalRegularizer(keras.regularizers.Regularizer):
         # ProximalOptimizer not yet built) must see the penalty's gradient,
         # even while the optimizer that claimed it is still referenced.
         found, optimizer = _optimizer_of_caller(caller)
-        if not found:
-            return True
-        return any(o is claimant for o in _chain(optimizer))
+        if found:
+            return any(o is claimant for o in _chain(optimizer))
+        # No compiled model computes this loss (a custom training loop): the
+        # gradient stays, and the claiming optimizer takes it out again, so
+        # any optimizer the loop uses counts the penalty once. Except under
+        # tf.distribute, where how the loop scales the penalty per replica is
+        # its own choice: there the claim decides.
+        return _distributed()
 
     def __call__(self, x):
         proximal = self._proximal_in_call(sys._getframe(1))

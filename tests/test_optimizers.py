@@ -507,6 +507,41 @@ class TestCountedOnceAcrossRecompiles:
         expected = sgd_reference(x, y, w0, 0.1, 0.2, 3, proximal=True)
         np.testing.assert_allclose(numpy(model.layers[0].kernel), expected, rtol=1e-5, atol=1e-7)
 
+    @pytest.mark.backends("tensorflow")
+    @pytest.mark.parametrize("traced", [False, True])
+    def test_custom_training_loop_counts_the_penalty_once_with_any_optimizer(
+        self, small_problem, traced
+    ):
+        import tensorflow as tf
+
+        x, y = small_problem
+        model = linear_model(3, 1, keras_l1.L1Regularizer(0.2))
+        proximal = keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.1))
+        plain = keras.optimizers.SGD(0.1)
+
+        def step(optimizer):
+            with tf.GradientTape() as tape:
+                residual = model(x) - y
+                loss = tf.reduce_mean(residual**2) + tf.add_n(model.losses)
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply(grads, model.trainable_variables)
+
+        steps = {
+            o: (tf.function(lambda o=o: step(o)) if traced else (lambda o=o: step(o)))
+            for o in (proximal, plain)
+        }
+        w0 = numpy(model.layers[0].kernel)
+        for _ in range(3):
+            steps[proximal]()
+        expected = sgd_reference(x, y, w0, 0.1, 0.2, 3, proximal=True)
+        np.testing.assert_allclose(numpy(model.layers[0].kernel), expected, rtol=1e-5, atol=1e-7)
+        # The same loop with a plain optimizer, `proximal` still alive.
+        w1 = numpy(model.layers[0].kernel)
+        for _ in range(3):
+            steps[plain]()
+        expected = sgd_reference(x, y, w1, 0.1, 0.2, 3, proximal=False)
+        np.testing.assert_allclose(numpy(model.layers[0].kernel), expected, rtol=1e-5, atol=1e-6)
+
     def test_shared_layer_trained_by_another_model_sees_the_penalty(self, small_problem):
         x, y = small_problem
         layer = keras.layers.Dense(
