@@ -2,9 +2,9 @@
 
 Without XLA, TensorFlow runs every elementwise operation as its own pass over
 a weight (about 0.3 ms per pass over 1.9M float32 weights on one core here).
-The penalty and the proximal update are a handful of such operations per
-weight per step; compiled with XLA they become one loop each. Nothing here is
-used on other backends, whose training steps are compiled whole anyway.
+A weight's update and proximal step are a dozen such operations per step;
+compiled with XLA they become one loop. Nothing here is used on other
+backends, whose training steps are compiled whole anyway.
 """
 
 import keras

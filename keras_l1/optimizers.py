@@ -20,6 +20,7 @@ from keras_l1._validation import check_float_in
 from keras_l1._validation import check_non_negative_float
 from keras_l1._validation import short_repr
 from keras_l1.regularizers import GroupLassoRegularizer
+from keras_l1.regularizers import _ProximalRegularizer
 from keras_l1.regularizers import as_proximal
 
 
@@ -476,8 +477,8 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
             if (
                 grad is not None
                 and regularizer is not None
-                and getattr(regularizer, "_claimant", None) is not None
-                and regularizer._claimant() is self
+                and isinstance(regularizer, _ProximalRegularizer)
+                and regularizer._claiming_optimizer() is self
                 and regularizer._gradient_in_last_call
             ):
                 value = ops.convert_to_tensor(variable)

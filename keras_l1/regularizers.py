@@ -147,16 +147,15 @@ class _ProximalRegularizer(keras.regularizers.Regularizer):
         # update sees only optimizer variables, so it reads a mirror they hold.
         self._proximal_strength_factor = None
 
-    @property
-    def _proximal(self) -> bool:
-        """Whether a live `ProximalOptimizer` has claimed this regularizer."""
-        return self._claimant is not None and self._claimant() is not None
-
     def _claim(self, optimizer):
         self._claimant = weakref.ref(optimizer)
 
+    def _claiming_optimizer(self):
+        """The live `ProximalOptimizer` that claimed this regularizer, or None."""
+        return self._claimant() if self._claimant is not None else None
+
     def _proximal_in_call(self, caller) -> bool:
-        claimant = self._claimant() if self._claimant is not None else None
+        claimant = self._claiming_optimizer()
         if claimant is None:
             return False
         # A model recompiled with another optimizer (plain, or a new
