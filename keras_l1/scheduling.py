@@ -176,10 +176,14 @@ class L1Scheduler(keras.callbacks.Callback):
       then the penalty prunes it, which avoids killing features before they
       had a chance to be useful.
     - **target sparsity**: after the warm-up, at each epoch end the factor is
-      multiplied by `exp(rate * (target_sparsity - sparsity))`, at most
-      doubled or halved: raised while the model is denser than the target,
-      lowered while it is sparser (an integral controller on `log l1`).
-      Each time the sparsity crosses the target the gain is halved, so the
+      multiplied by `exp(rate * (target_sparsity - heading))`, at most
+      doubled or halved, where `heading` is the sparsity one epoch ahead at
+      its last rate of change (`2 * sparsity - previous sparsity`): raised
+      while the model is heading denser than the target, lowered while it
+      is heading sparser. Steering by where the sparsity is going rather
+      than where it is keeps the lag between strength and sparsity from
+      overshooting the target (weights of units that died do not come back).
+      Each time the heading crosses the target the gain is halved, so the
       factor settles (a bisection on `log l1`) instead of cycling when the
       target lies between two reachable sparsities.
 
@@ -261,6 +265,7 @@ class L1Scheduler(keras.callbacks.Callback):
         self._adaptive = 1.0
         self._gain = self.rate
         self._last_error = 0.0
+        self._last_sparsity = None
 
     def _ramp(self, epoch: int) -> float:
         if epoch >= self.warmup_epochs:
@@ -282,7 +287,15 @@ class L1Scheduler(keras.callbacks.Callback):
             logs["sparsity"] = sparsity
             # Only epochs trained at full strength say how far it is from right.
             if epoch >= self.warmup_epochs and math.isfinite(sparsity):
-                error = self.target_sparsity - sparsity
+                # The sparsity answers a change of strength over several
+                # epochs; steer by where it is heading (one epoch ahead at
+                # its last rate of change), or it overshoots, and weights
+                # of dead units do not come back.
+                heading = sparsity
+                if self._last_sparsity is not None:
+                    heading += sparsity - self._last_sparsity
+                self._last_sparsity = sparsity
+                error = self.target_sparsity - heading
                 if error * self._last_error < 0:
                     # Overshot: halve the gain, a bisection on log(l1) that
                     # settles instead of cycling around a target between

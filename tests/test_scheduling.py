@@ -117,6 +117,36 @@ class TestL1Scheduler:
         assert factors[:4] == [1.0, 2.0, 4.0, 8.0]
         assert np.all(np.diff(np.log(factors)) <= np.log(2) + 1e-12)
 
+    def test_target_sparsity_steers_by_where_the_sparsity_is_heading(self):
+        # Sparsity answers the strength with a lag: rising 0.2 per epoch
+        # towards a 0.5 target, it will pass the target at the next epoch,
+        # so at 0.4 the factor already goes down, where steering by the gap
+        # alone (0.1) would still raise it. At 0.2 the factor doubles (the
+        # most per epoch); at 0.4 the heading 0.6 overshoots, which halves
+        # the gain: exp(2.5 * (0.5 - 0.6)).
+        model = keras.Sequential(
+            [
+                keras.Input((20,)),
+                keras.layers.Dense(
+                    1, use_bias=False, kernel_regularizer=keras_l1.L1Regularizer(0.1)
+                ),
+            ]
+        )
+        scheduler = keras_l1.L1Scheduler(target_sparsity=0.5)
+        scheduler.set_model(model)
+        scheduler.on_train_begin()
+        factors = []
+        for epoch, zeros in enumerate((4, 8)):
+            scheduler.on_epoch_begin(epoch)
+            model.layers[0].kernel.assign(np.where(np.arange(20) < zeros, 0.0, 1.0)[:, None])
+            logs = {}
+            scheduler.on_epoch_end(epoch, logs)
+            factors.append(logs["l1_factor"])
+        scheduler.on_epoch_begin(2)
+        factors.append(scheduler.factor)
+        np.testing.assert_allclose(factors, [1.0, 2.0, 2.0 * np.exp(-0.25)], rtol=1e-6)
+        scheduler.on_train_end()
+
     def test_scales_every_penalty_and_proximal_step(self):
         rng = np.random.default_rng(0)
         w = rng.normal(size=(4, 3)).astype("float32")
