@@ -1,4 +1,4 @@
-"""TensorBoard event writing: the only module that imports TensorFlow."""
+"""TensorBoard event writing, through TensorFlow's `tf.summary`."""
 
 
 def _tensorflow():

@@ -209,14 +209,13 @@ class RepeatedMeasure:
             # A trace costs tens of eager measurements (35 ms for four
             # weights): not for weights that may be measured only once.
             self._key = key
-            self._weights = None
+            # Keeps the objects `key` names by `id` alive, so no other object
+            # can take one of those ids while the key is in use.
+            self._weights = list(weights)
             self._function = None
             return measure(weights, tolerance)
         if self._function is None:
             self._function = _traced_measurement(weights, tolerance)
-            # Keeps the objects `key` names by `id` alive, so no other object
-            # can take one of those ids while the function is in use.
-            self._weights = list(weights)
         rows = np.asarray(self._function())
         return _complete(weights, rows[:, 0], rows[:, 1], rows[:, 2])
 

@@ -21,23 +21,24 @@ def in_xla_function() -> bool:
     return tf.inside_function() and GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
-def should_compile(*, eager: bool) -> bool:
-    """Whether to run a piece of the step as its own XLA-compiled function.
-
-    Only on TensorFlow; not under tf.distribute, where updates run per
-    replica inside the strategy's own machinery; not inside a step compiled
-    with XLA (`jit_compile=True`), which fuses everything already; and, unless
-    `eager`, only while tracing a function: an eager call would pay a compile
-    for every new shape.
-    """
+def has_strategy() -> bool:
+    """Whether a `tf.distribute` strategy is in scope (never on other backends)."""
     if keras.backend.backend() != "tensorflow":
         return False
     import tensorflow as tf
 
-    if tf.distribute.has_strategy():
+    return tf.distribute.has_strategy()
+
+
+def should_compile() -> bool:
+    """Whether to run a piece of the step as its own XLA-compiled function.
+
+    Only on TensorFlow; not under tf.distribute, where updates run per
+    replica inside the strategy's own machinery; and not inside a step
+    compiled with XLA (`jit_compile=True`), which fuses everything already.
+    """
+    if keras.backend.backend() != "tensorflow" or has_strategy():
         return False
-    if not tf.inside_function():
-        return eager
     return not in_xla_function()
 
 

@@ -387,7 +387,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
                 regularizer = self._regularizer_of(variable)
                 if regularizer is None:
                     update_step(gradient, variable, learning_rate)
-                elif _xla.should_compile(eager=True):
+                elif _xla.should_compile():
                     update = _compiled_update(compiled, update_and_prox, variable, regularizer)
                     update(gradient, learning_rate)
                 else:

@@ -15,6 +15,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_l1 import _xla
 from keras_l1._validation import check_config_keys
 from keras_l1._validation import check_int
 from keras_l1._validation import check_non_negative_float
@@ -106,14 +107,6 @@ def _optimizer_of_caller(frame):
     return optimizer is not None, optimizer
 
 
-def _distributed() -> bool:
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
-
-    return tf.distribute.has_strategy()
-
-
 class _ProximalRegularizer(keras.regularizers.Regularizer):
     """Shared machinery: float32 accumulation and the proximal mode.
 
@@ -169,7 +162,7 @@ class _ProximalRegularizer(keras.regularizers.Regularizer):
         # any optimizer the loop uses counts the penalty once. Except under
         # tf.distribute, where how the loop scales the penalty per replica is
         # its own choice: there the claim decides.
-        return _distributed()
+        return _xla.has_strategy()
 
     def __call__(self, x):
         proximal = self._proximal_in_call(sys._getframe(1))
