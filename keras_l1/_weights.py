@@ -1,5 +1,6 @@
 """Finding regularized weights and measuring them, shared by every reader."""
 
+import math
 from dataclasses import dataclass
 
 import keras
@@ -70,40 +71,18 @@ def _penalty_and_screen(weight, value):
     return penalty, ops.sum(ops.cast(value, "float32"))
 
 
-def _complete(weights, penalties, zeros, sums) -> np.ndarray:
-    """Adds the non-finite counts (second pass, rare) and the sizes."""
-    nonfinite = np.zeros(len(weights))
+def _non_finite_counts(weights, sums) -> np.ndarray:
+    """The non-finite entries of each weight whose screening sum is not finite (rare)."""
+    counts = np.zeros(len(weights))
     for index in np.flatnonzero(~np.isfinite(sums)):
         value = weights[index].variable.value
         count = ops.sum(ops.cast(ops.logical_not(ops.isfinite(value)), "int32"))
-        nonfinite[index] = float(keras.ops.convert_to_numpy(count))
-    sizes = np.array([float(np.prod(w.variable.shape)) for w in weights])
-    return np.column_stack([penalties, zeros, nonfinite, sizes])
+        counts[index] = float(keras.ops.convert_to_numpy(count))
+    return counts
 
 
-def measure(weights, tolerance: float):
-    """Penalty, zero count, NaN count and size of each weight.
-
-    Streams: the work for one weight needs temporaries of about one weight
-    (a boolean and an int32 mask), and no weight is copied to the host. Per
-    weight it runs the regularizer (what `fit` adds) and a zero count (one
-    comparison, cast and sum). Non-finite entries are screened by a sum that
-    a NaN or an infinity makes NaN or infinite (finite entries only by
-    overflowing, near 1e38): the penalty itself for L1, L2 and elastic net,
-    else a plain sum of the weight. Only a weight whose screening sum is not
-    finite has its non-finite entries counted, in a second pass. The work for
-    all weights is queued first and copied to the host together, so there is
-    a single synchronization when all are finite.
-
-    Each call runs the operations one by one (eagerly); `RepeatedMeasure`
-    gives the same numbers from one compiled call on TensorFlow.
-
-    Returns:
-        A float64 NumPy array of shape `(len(weights), 4)`: penalty, zeros,
-        non-finite count, size.
-    """
-    if not weights:
-        return np.zeros((0, 4))
+def _measure_on_device(weights, tolerance: float) -> np.ndarray:
+    """`[penalty, zeros, non-finite count]` rows, by eager operations."""
     scalars = []
     zero_counts = []
     for weight in weights:
@@ -112,7 +91,162 @@ def measure(weights, tolerance: float):
         scalars.extend(_penalty_and_screen(weight, value))
     scalars = keras.ops.convert_to_numpy(ops.stack(scalars)).astype(np.float64)
     zeros = keras.ops.convert_to_numpy(ops.stack(zero_counts)).astype(np.float64)
-    return _complete(weights, scalars[0::2], zeros, scalars[1::2])
+    sums = scalars[1::2]
+    return np.column_stack([scalars[0::2], zeros, _non_finite_counts(weights, sums)])
+
+
+def _host_view(value):
+    """A NumPy view of a weight that lives in host memory, or None.
+
+    No copy on any backend: TensorFlow's read of a variable shares its buffer
+    (and the variable copies itself before its next update while the read is
+    alive), JAX and PyTorch arrays on the CPU expose theirs. Weights on an
+    accelerator, or read inside a traced function, give None.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if tf.inside_function() or "CPU" not in value.device:
+            return None
+        # The variable itself converts through `.numpy()`, a copy.
+        return np.asarray(value.value() if isinstance(value, tf.Variable) else value)
+    if backend == "jax":
+        devices = value.devices()
+        if len(devices) != 1 or next(iter(devices)).platform != "cpu":
+            return None
+        return np.asarray(value)
+    if backend == "torch":
+        if value.device.type != "cpu":
+            return None
+        return value.detach().numpy()
+    if backend == "numpy":
+        return np.asarray(value)
+    return None
+
+
+def _sum_strengths(regularizer):
+    """`(l1, l2)` if the penalty is `l1 * sum(|w|) + l2 * sum(w²)` (times the
+    strength factor), a term whose strength is None being absent; else None."""
+    kind = type(regularizer)
+    # Keras's `L1` holds its strength as a float32 tensor (and multiplies by
+    # it, so by the float32-rounded value): as Python floats.
+    if kind in (L1Regularizer, keras.regularizers.L1):
+        return float(regularizer.l1), None
+    if kind is keras.regularizers.L2:
+        return None, float(regularizer.l2)
+    if kind is ElasticNetRegularizer:
+        return float(regularizer.l1), float(regularizer.l2)
+    if kind is keras.regularizers.L1L2:
+        # Keras leaves out a term whose strength is 0: L1L2(0, 0) is 0 even
+        # for a NaN weight, where `0 * sum` would be NaN.
+        return float(regularizer.l1) or None, float(regularizer.l2) or None
+    return None
+
+
+# Entries per block of the host measurement: temporaries of 1 MiB (float32)
+# that stay in the cache between the passes over a block.
+_BLOCK = 1 << 18
+
+
+def _measure_array(array, tolerance: float, l1, l2):
+    """`(penalty before the strength factor, zeros, non-finite count)` of a host array.
+
+    In blocks, so that the passes over a block (magnitudes, zero count, sums)
+    read it from the cache and the temporaries stay small: about as fast as
+    one `np.count_nonzero` over the weight.
+    """
+    flat = array.reshape(-1)
+    magnitude = np.empty(min(_BLOCK, flat.size), flat.dtype)
+    zeros = nonfinite = 0
+    abs_sum = square_sum = 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, flat.size, _BLOCK):
+            block = flat[start : start + _BLOCK]
+            part = np.abs(block, out=magnitude[: block.size])
+            # `abs(w) <= 0` is `w == 0`; NaN counts as neither.
+            zeros += np.count_nonzero(part <= tolerance)
+            # The weight's own precision, as the regularizers accumulate.
+            block_sum = float(part.sum())
+            abs_sum += block_sum
+            if l2 is not None:
+                square_sum += float(np.dot(block, block))
+            if not math.isfinite(block_sum):
+                # Some entry is NaN or infinite, or finite ones overflow.
+                nonfinite += np.count_nonzero(~np.isfinite(block))
+    penalty = 0.0
+    if l1 is not None:
+        penalty += l1 * abs_sum
+    if l2 is not None:
+        penalty += l2 * square_sum
+    return penalty, zeros, nonfinite
+
+
+def _measure_on_host(weights, tolerance: float):
+    """Rows `[penalty, zeros, non-finite count, size]` of the weights that can
+    be measured in host memory, and the indices of the others (left at 0)."""
+    rows = np.zeros((len(weights), 4))
+    rest = []
+    factors = {}
+    for index, weight in enumerate(weights):
+        rows[index, 3] = math.prod(weight.variable.shape)
+        strengths = _sum_strengths(weight.regularizer)
+        # float16 and bfloat16 sums need a cast, and bfloat16 has no NumPy type.
+        if strengths is None or weight.variable.dtype not in ("float32", "float64"):
+            rest.append(index)
+            continue
+        array = _host_view(weight.variable.value)
+        if array is None:
+            rest.append(index)
+            continue
+        penalty, zeros, nonfinite = _measure_array(array, tolerance, *strengths)
+        # float32, as the regularizers return it and scale it.
+        factor = getattr(weight.regularizer, "_strength_factor", None)
+        if factor is not None and id(factor) not in factors:
+            factors[id(factor)] = np.float32(keras.ops.convert_to_numpy(factor))
+        with np.errstate(over="ignore", invalid="ignore"):
+            penalty = np.float32(penalty)
+            if factor is not None:
+                penalty = penalty * factors[id(factor)]
+        rows[index, :3] = penalty, zeros, nonfinite
+    return rows, rest
+
+
+def measure(weights, tolerance: float):
+    """Penalty, zero count, NaN count and size of each weight.
+
+    A weight in host memory (on the CPU) whose regularizer is a multiple of
+    `sum(|w|)` and/or `sum(w²)` (keras_l1's L1 and elastic net, Keras's `L1`,
+    `L2`, `L1L2`) is measured by NumPy on a view of its memory, without a
+    copy: in blocks that stay in the cache, each block read from memory
+    once, so about as fast as one `np.count_nonzero` over the weights. The
+    penalty is the regularizer's formula with its strengths (and strength
+    factor), in float64 sums rounded to float32; the regularizer itself sums
+    in float32, so the two agree to float32 rounding.
+
+    Any other weight (on an accelerator, in float16 or bfloat16, or with
+    another regularizer) is measured by the backend without being copied to
+    the host, streaming: its work needs temporaries of about one weight (a
+    boolean and an int32 mask). Per weight it runs the regularizer (what
+    `fit` adds) and a zero count (one comparison, cast and sum). Non-finite
+    entries are screened by a sum that a NaN or an infinity makes NaN or
+    infinite (finite entries only by overflowing, near 1e38): the penalty
+    itself for L1, L2 and elastic net, else a plain sum of the weight. Only a
+    weight whose screening sum is not finite has its non-finite entries
+    counted, in a second pass. The work for all weights is queued first and
+    copied to the host together, so there is a single synchronization when
+    all are finite. Each call runs those operations one by one (eagerly);
+    `RepeatedMeasure` gives the same numbers from one compiled call on
+    TensorFlow.
+
+    Returns:
+        A float64 NumPy array of shape `(len(weights), 4)`: penalty, zeros,
+        non-finite count, size.
+    """
+    rows, rest = _measure_on_host(weights, tolerance)
+    if rest:
+        rows[rest, :3] = _measure_on_device([weights[i] for i in rest], tolerance)
+    return rows
 
 
 # Regularizers whose penalty depends only on the weight, the constructor
@@ -181,15 +315,16 @@ def _traced_measurement(weights, tolerance: float):
 class RepeatedMeasure:
     """`measure`, for the same weights measured again and again (every epoch).
 
-    On TensorFlow, the second time it measures the same weights (the same
-    variables, regularizers with the same arguments and strength factor, and
-    tolerance) it traces the whole measurement into one function, and runs
-    that from then on: one call instead of several operations per weight,
-    the same streaming and the same numbers. The function reads the variables
-    (weights and strength factor) when it runs; a change of any other part
-    gives a new trace. Weights with another regularizer (a custom callable
-    could read Python state a trace would freeze), and the other backends,
-    are measured by `measure` at every call.
+    Weights `measure` reads in host memory are read so at every call. For
+    the others, on TensorFlow, the second time it measures the same weights
+    (the same variables, regularizers with the same arguments and strength
+    factor, and tolerance) it traces their whole measurement into one
+    function, and runs that from then on: one call instead of several
+    operations per weight, the same streaming and the same numbers. The
+    function reads the variables (weights and strength factor) when it runs;
+    a change of any other part gives a new trace. Weights with another
+    regularizer (a custom callable could read Python state a trace would
+    freeze), and the other backends, are measured by `measure` at every call.
     """
 
     def __init__(self):
@@ -204,6 +339,12 @@ class RepeatedMeasure:
         return (RepeatedMeasure, ())
 
     def __call__(self, weights, tolerance: float):
+        rows, rest = _measure_on_host(weights, tolerance)
+        if rest:
+            rows[rest, :3] = self._measure_on_device([weights[i] for i in rest], tolerance)
+        return rows
+
+    def _measure_on_device(self, weights, tolerance: float) -> np.ndarray:
         key = _trace_key(weights, tolerance)
         if key is None or key != self._key:
             # A trace costs tens of eager measurements (35 ms for four
@@ -213,11 +354,12 @@ class RepeatedMeasure:
             # can take one of those ids while the key is in use.
             self._weights = list(weights)
             self._function = None
-            return measure(weights, tolerance)
+            return _measure_on_device(weights, tolerance)
         if self._function is None:
             self._function = _traced_measurement(weights, tolerance)
         rows = np.asarray(self._function())
-        return _complete(weights, rows[:, 0], rows[:, 1], rows[:, 2])
+        penalties, zeros, sums = rows[:, 0], rows[:, 1], rows[:, 2]
+        return np.column_stack([penalties, zeros, _non_finite_counts(weights, sums)])
 
 
 def histogram(value, bucket_count: int = 30) -> np.ndarray:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import keras_l1
+from keras_l1 import _weights
 from keras_l1._weights import RepeatedMeasure
 from keras_l1._weights import measure
 from keras_l1._weights import regularized_weights
@@ -25,15 +26,27 @@ def _model(first, second):
     return model
 
 
+@pytest.fixture(params=["host", "device"])
+def path(request, monkeypatch):
+    """Measures in host memory (NumPy), or forces the backend's operations."""
+    if request.param == "device":
+        monkeypatch.setattr(_weights, "_host_view", lambda value: None)
+    else:
+        # Several blocks per weight, so that the sums and counts across blocks
+        # are exercised too.
+        monkeypatch.setattr(_weights, "_BLOCK", 2)
+    return request.param
+
+
 class TestMeasure:
     @pytest.mark.parametrize("tolerance, zeros", [(0.0, (2, 1)), (1.5, (4, 2))])
-    def test_closed_form(self, tolerance, zeros):
+    def test_closed_form(self, tolerance, zeros, path):
         model = _model([[3.0, -0.0, 0.0], [-1.0, 1.0, 2.0]], [[0.0], [2.0], [-1.0]])
         stats = measure(regularized_weights(model), tolerance)
         # 0.5 * (3 + 1 + 1 + 2) and 0.25 * (4 + 1).
         np.testing.assert_array_equal(stats, [[3.5, zeros[0], 0, 6], [1.25, zeros[1], 0, 3]])
 
-    def test_counts_each_non_finite_entry(self):
+    def test_counts_each_non_finite_entry(self, path):
         # +inf and -inf cancel to NaN in a sum; NaN must not count as zero.
         model = _model([[np.inf, -np.inf, 0.0], [np.nan, 1.0, 0.0]], [[0.0], [2.0], [-1.0]])
         stats = measure(regularized_weights(model), 0.0)
@@ -54,13 +67,88 @@ class TestMeasure:
         stats = measure(regularized_weights(model), 0.0)
         assert stats[0, 1:].tolist() == [1, 1, 4]
 
-    def test_finite_weights_whose_sum_overflows_are_finite(self):
+    def test_finite_weights_whose_sum_overflows_are_finite(self, path):
         model = _model([[3e38, 3e38, 0.0], [3e38, 0.0, 0.0]], [[0.0], [2.0], [-1.0]])
         stats = measure(regularized_weights(model), 0.0)
         assert stats[0, 1:].tolist() == [3, 0, 6]
 
     def test_no_weights(self):
         assert measure([], 0.0).shape == (0, 4)
+
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    @pytest.mark.parametrize("tolerance", [0.0, 0.75])
+    def test_host_equals_device_for_each_sum_regularizer(self, dtype, tolerance, monkeypatch):
+        regularizers = [
+            keras_l1.L1Regularizer(0.5),
+            keras_l1.L1Regularizer(0.0),
+            keras_l1.ElasticNetRegularizer(0.25, 0.125),
+            keras.regularizers.L1(0.25),
+            keras.regularizers.L2(0.5),
+            keras.regularizers.L1L2(0.125, 0.25),
+            keras.regularizers.L1L2(0.0, 0.25),
+            keras.regularizers.L1L2(0.0, 0.0),
+        ]
+        values = [
+            [[0.5, -0.0, 2.0], [-1.0, 0.0, 0.25], [0.0, 0.0, 4.0]],
+            [[np.nan, 1.0, 0.0], [0.0, -np.inf, 0.5], [1.0, -2.0, 0.0]],
+            [[3e38, 3e38, 0.0], [-0.5, 0.0, 1.0], [0.0, 0.0, 0.0]],
+        ]
+        layers = [keras.Input((3,))]
+        for regularizer in regularizers:
+            for _ in values:
+                layers.append(
+                    keras.layers.Dense(
+                        3, use_bias=False, kernel_regularizer=regularizer, dtype=dtype
+                    )
+                )
+        model = keras.Sequential(layers)
+        for index, layer in enumerate(model.layers):
+            layer.kernel.assign(np.array(values[index % len(values)], dtype))
+        weights = regularized_weights(model)
+        viewed = []
+        host_view = _weights._host_view
+        monkeypatch.setattr(_weights, "_host_view", lambda v: viewed.append(1) or host_view(v))
+        monkeypatch.setattr(_weights, "_BLOCK", 4)
+        on_host = measure(weights, tolerance)
+        assert len(viewed) == len(weights)  # every weight measured on the host
+        monkeypatch.setattr(_weights, "_host_view", lambda value: None)
+        on_device = measure(weights, tolerance)
+        # The sums are exact in float32 here (few terms, short mantissas),
+        # so the two paths agree exactly, NaN and infinite penalties included.
+        np.testing.assert_array_equal(on_host, on_device)
+        l1_l2_zero = on_host[-3:]
+        assert l1_l2_zero[:, 0].tolist() == [0.0, 0.0, 0.0]  # a constant, even for NaN
+        assert np.isnan(on_host[4, 0])  # L1Regularizer(0.0) with a NaN weight: 0 * NaN
+
+    def test_large_weight_equals_numpy(self, monkeypatch):
+        rng = np.random.default_rng(0)
+        value = rng.standard_normal((700, 900)).astype("float32")
+        value[rng.random(value.shape) < 0.6] = 0.0
+        model = keras.Sequential(
+            [
+                keras.Input((700,)),
+                keras.layers.Dense(
+                    900,
+                    use_bias=False,
+                    kernel_regularizer=keras_l1.ElasticNetRegularizer(0.5, 0.25),
+                ),
+            ]
+        )
+        model.layers[0].kernel.assign(value)
+        # Three blocks, the last one partial.
+        assert 2 < value.size / _weights._BLOCK < 3
+        stats = measure(regularized_weights(model), 0.0)
+        exact = value.astype(np.float64)
+        penalty = 0.5 * np.abs(exact).sum() + 0.25 * np.square(exact).sum()
+        assert stats[0, 1:].tolist() == [np.count_nonzero(value == 0), 0, value.size]
+        np.testing.assert_allclose(stats[0, 0], penalty, rtol=1e-6)
+
+    def test_host_view_shares_the_weight_memory(self):
+        model = _model([[3.0, -0.0, 0.0], [-1.0, 1.0, 2.0]], [[0.0], [2.0], [-1.0]])
+        variable = model.layers[0].kernel
+        first = _weights._host_view(variable.value)
+        assert np.shares_memory(first, _weights._host_view(variable.value))
+        np.testing.assert_array_equal(first, [[3.0, 0.0, 0.0], [-1.0, 1.0, 2.0]])
 
 
 def _mixed_model():
