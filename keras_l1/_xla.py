@@ -58,3 +58,10 @@ def compile(function):
         )
 
     return call
+
+
+def in_function() -> bool:
+    """Whether TensorFlow is tracing a function (not running eagerly)."""
+    import tensorflow as tf
+
+    return tf.inside_function()

@@ -144,6 +144,11 @@ def _optimizer_of_caller(frame):
     return optimizer is not None, optimizer
 
 
+# Each regularizer's penalty value and gradient as XLA-compiled TensorFlow
+# functions, kept outside the object so that copying it copies no function.
+_COMPILED_PENALTIES = weakref.WeakKeyDictionary()
+
+
 class _ProximalRegularizer(keras.regularizers.Regularizer):
     """Shared machinery: float32 accumulation and the proximal mode.
 
@@ -208,7 +213,39 @@ class _ProximalRegularizer(keras.regularizers.Regularizer):
         w = ops.cast(x, _accumulation_dtype(x.dtype))
         if proximal:
             w = ops.stop_gradient(w)
-        return self._scaled(ops.cast(self._penalty(w), "float32"))
+        if self._compile_in_graphs and _xla.should_compile() and _xla.in_function():
+            penalty = self._compiled_penalty(w, proximal)
+        else:
+            penalty = self._penalty(w)
+        return self._scaled(ops.cast(penalty, "float32"))
+
+    def _compiled_penalty(self, w, proximal):
+        """The penalty in a TensorFlow graph, as XLA-compiled functions.
+
+        Without XLA, TensorFlow runs each operation as its own pass over the
+        weight: for elastic net, three for the value and five for its
+        gradient (the sum's gradient broadcast to the weight's shape, the
+        sign, the products). Compiled, the value is one pass and the
+        gradient `upstream * _penalty_gradient(w)` one more.
+        """
+        import tensorflow as tf
+
+        compiled = _COMPILED_PENALTIES.get(self)
+        if compiled is None:
+            compiled = (
+                _xla.compile(self._penalty),
+                _xla.compile(lambda w, upstream: upstream * self._penalty_gradient(w)),
+            )
+            _COMPILED_PENALTIES[self] = compiled
+        value, gradient = compiled
+        if proximal:
+            return value(w)
+
+        @tf.custom_gradient
+        def penalty(w):
+            return value(w), lambda upstream: gradient(w, upstream)
+
+        return penalty(w)
 
     def _scaled(self, value, proximal=False):
         """`value` times the strength factor, if one is attached."""
@@ -222,6 +259,12 @@ class _ProximalRegularizer(keras.regularizers.Regularizer):
 
     def _penalty(self, w):
         raise NotImplementedError
+
+    # Whether a TensorFlow graph without XLA computes the penalty through
+    # `_compiled_penalty`, which needs `_penalty_gradient(w)`, the gradient
+    # of `_penalty` (0 at kinks). Worth it only where the penalty is more
+    # operations than TensorFlow runs well one by one.
+    _compile_in_graphs = False
 
     def prox(self, w, step):
         """Proximal operator: `argmin_y ½‖y − w‖² + step · penalty(y)`."""
@@ -285,8 +328,11 @@ class L1Regularizer(_ProximalRegularizer):
         """Soft-threshold `w` at `step * l1` (per coordinate if `step` is)."""
         return soft_threshold(w, ops.multiply(self._scaled(step, proximal=True), self.l1))
 
+    def _penalty_gradient(self, w):
+        return ops.sign(w) * ops.cast(self.l1, w.dtype)
+
     def gradient(self, w):
-        return self._scaled(ops.sign(w) * ops.cast(self.l1, w.dtype), proximal=True)
+        return self._scaled(self._penalty_gradient(w), proximal=True)
 
     def get_config(self) -> dict:
         return {"l1": self.l1}
@@ -320,6 +366,10 @@ class ElasticNetRegularizer(_ProximalRegularizer):
     """
 
     _config_keys = frozenset({"l1", "l2"})
+    # Two sums and a gradient of two parts: compiled, 0.97–0.99x the cost
+    # of a step with Keras's `L1` against 1.02–1.09x (one thread, MLP
+    # 784-1024-1024-10, SGD or Adam). `L1Regularizer` gained nothing from it.
+    _compile_in_graphs = True
 
     def __init__(self, l1: float = 0.01, l2: float = 0.01):
         super().__init__()
@@ -335,12 +385,11 @@ class ElasticNetRegularizer(_ProximalRegularizer):
         shrink = ops.cast(1 + 2 * ops.multiply(step, self.l2), w.dtype)
         return soft_threshold(w, ops.multiply(step, self.l1)) / shrink
 
+    def _penalty_gradient(self, w):
+        return ops.sign(w) * ops.cast(self.l1, w.dtype) + w * ops.cast(2 * self.l2, w.dtype)
+
     def gradient(self, w):
-        w = ops.convert_to_tensor(w)
-        return self._scaled(
-            ops.sign(w) * ops.cast(self.l1, w.dtype) + w * ops.cast(2 * self.l2, w.dtype),
-            proximal=True,
-        )
+        return self._scaled(self._penalty_gradient(ops.convert_to_tensor(w)), proximal=True)
 
     def get_config(self) -> dict:
         return {"l1": self.l1, "l2": self.l2}

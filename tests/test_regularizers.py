@@ -211,6 +211,82 @@ class TestGroupLassoRegularizer:
             keras_l1.GroupLassoRegularizer(0.1, group_axis=0.5)
 
 
+def compiled_value_and_gradient(regularizer, w, mode):
+    """The penalty and its autodiff gradient, computed as a compiled step would.
+
+    `mode` is `"eager"`, `"graph"` (a TensorFlow function without XLA, where
+    elastic net runs as XLA-compiled pieces) or `"xla"` (`jit_compile=True`
+    on TensorFlow, `jax.jit` on JAX), where the penalties take other forms.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow" and mode != "eager":
+        import tensorflow as tf
+
+        variable = tf.Variable(w)
+
+        @tf.function(jit_compile=mode == "xla")
+        def step():
+            with tf.GradientTape() as tape:
+                value = regularizer(variable)
+            return value, tape.gradient(value, variable)
+
+        value, gradient = step()
+        return float(value), gradient.numpy()
+    if backend == "jax" and mode == "xla":
+        import jax
+
+        value, gradient = jax.jit(jax.value_and_grad(regularizer))(jax.numpy.asarray(w))
+        return float(value), np.asarray(gradient)
+    return float(regularizer(w)), autodiff_gradient(regularizer, w)
+
+
+# The ways each backend computes a penalty in training.
+MODES = {"tensorflow": ["eager", "graph", "xla"], "jax": ["eager", "xla"]}.get(
+    keras.backend.backend(), ["eager"]
+)
+
+
+class TestPenaltyInCompiledSteps:
+    W = np.array([[0.0, 1.5, -0.25], [-2.0, 0.0, 3.0]], "float32")
+
+    @pytest.mark.parametrize("mode", MODES)
+    @pytest.mark.parametrize(
+        "regularizer, value, gradient",
+        [
+            (
+                keras_l1.L1Regularizer(0.2),
+                lambda w: 0.2 * np.abs(w).sum(),
+                lambda w: 0.2 * np.sign(w),
+            ),
+            (
+                keras_l1.ElasticNetRegularizer(0.2, 0.3),
+                lambda w: 0.2 * np.abs(w).sum() + 0.3 * (w**2).sum(),
+                lambda w: 0.2 * np.sign(w) + 0.6 * w,
+            ),
+            (
+                keras_l1.GroupLassoRegularizer(0.2, group_axis=0),
+                lambda w: 0.2 * math.sqrt(3) * np.linalg.norm(w, axis=1).sum(),
+                lambda w: 0.2 * math.sqrt(3) * w / np.linalg.norm(w, axis=1, keepdims=True),
+            ),
+        ],
+        ids=["l1", "elastic_net", "group_lasso"],
+    )
+    def test_value_and_gradient_match_closed_form(self, mode, regularizer, value, gradient):
+        got_value, got_gradient = compiled_value_and_gradient(regularizer, self.W, mode)
+        np.testing.assert_allclose(got_value, value(self.W), rtol=1e-6)
+        np.testing.assert_allclose(got_gradient, gradient(self.W), rtol=1e-6, atol=1e-7)
+        # Exact zeros stay where they are: the gradient there is exactly 0.
+        assert got_gradient[0, 0] == 0.0 and got_gradient[1, 1] == 0.0
+
+    @pytest.mark.parametrize("mode", MODES)
+    def test_non_finite_weight_gives_non_finite_penalty(self, mode):
+        # SparsityLogger screens weights for NaN through the penalty.
+        w = self.W.copy()
+        w[0, 1] = np.nan
+        for regularizer in (keras_l1.L1Regularizer(0.2), keras_l1.ElasticNetRegularizer(0.2, 0.3)):
+            assert np.isnan(compiled_value_and_gradient(regularizer, w, mode)[0])
+
+
 @pytest.mark.parametrize("cls, config", ALL)
 class TestSerialization:
     def test_config_round_trip(self, cls, config):
