@@ -1,5 +1,6 @@
 """Finding regularized weights and measuring them, shared by every reader."""
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -81,14 +82,26 @@ def _non_finite_counts(weights, sums) -> np.ndarray:
     return counts
 
 
+def _no_gradient():
+    """A context without gradient recording, where the backend records eagerly."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        # A weight is a `torch.nn.Parameter`: every operation on it would
+        # otherwise record a graph for backpropagation.
+        return torch.no_grad()
+    return contextlib.nullcontext()
+
+
 def _measure_on_device(weights, tolerance: float) -> np.ndarray:
     """`[penalty, zeros, non-finite count]` rows, by eager operations."""
     scalars = []
     zero_counts = []
-    for weight in weights:
-        value = weight.variable.value
-        zero_counts.append(_zero_count(value, tolerance))
-        scalars.extend(_penalty_and_screen(weight, value))
+    with _no_gradient():
+        for weight in weights:
+            value = weight.variable.value
+            zero_counts.append(_zero_count(value, tolerance))
+            scalars.extend(_penalty_and_screen(weight, value))
     scalars = keras.ops.convert_to_numpy(ops.stack(scalars)).astype(np.float64)
     zeros = keras.ops.convert_to_numpy(ops.stack(zero_counts)).astype(np.float64)
     sums = scalars[1::2]
@@ -263,8 +276,9 @@ _TRACEABLE_REGULARIZERS = (
 
 
 def _trace_key(weights, tolerance: float):
-    """What a traced measurement of `weights` depends on, or None if unknown."""
-    if keras.backend.backend() != "tensorflow" or not weights:
+    """What a compiled measurement of `weights` depends on, or None if unknown."""
+    backend = keras.backend.backend()
+    if backend not in ("tensorflow", "jax") or not weights:
         return None
     key = [tolerance]
     for weight in weights:
@@ -275,7 +289,10 @@ def _trace_key(weights, tolerance: float):
         key.append(
             (
                 id(weight.variable),
-                id(weight.variable.value),
+                # TensorFlow captures the variable's own `tf.Variable`; JAX
+                # gets the current array at each call (a new one after each
+                # update).
+                id(weight.variable.value) if backend == "tensorflow" else None,
                 id(regularizer),
                 tuple(regularizer.get_config().items()),
                 # The factor is a variable, read at each call; anything else
@@ -309,22 +326,66 @@ def _traced_measurement(weights, tolerance: float):
         # One host copy for all weights.
         return ops.stack(rows)
 
-    return tf.function(run, autograph=False)
+    function = tf.function(run, autograph=False)
+
+    def call():
+        return np.asarray(function())
+
+    call.tracing_count = function.experimental_get_tracing_count
+    return call
+
+
+def _jitted_measurement(weights, tolerance: float):
+    """A `jax.jit` function returning `[penalty, zeros, screening sum]` rows."""
+    import jax
+
+    # Strength factors are passed in, so their new values are read, not
+    # frozen into the compiled function.
+    factors = []
+    for weight in weights:
+        factor = getattr(weight.regularizer, "_strength_factor", None)
+        if isinstance(factor, keras.Variable) and not any(f is factor for f in factors):
+            factors.append(factor)
+
+    traces = []
+
+    def run(values, factor_values):
+        traces.append(1)  # runs when JAX traces, not when it runs the compiled code
+        with keras.StatelessScope(state_mapping=list(zip(factors, factor_values))):
+            penalties, screens, zeros = [], [], []
+            for weight, value in zip(weights, values):
+                penalty, screen = _penalty_and_screen(weight, value)
+                penalties.append(penalty)
+                screens.append(screen)
+                zeros.append(_zero_count(value, tolerance))
+        # Three vectors rather than a float64 matrix: without JAX's x64 mode
+        # float64 is float32, which would round zero counts from 2**24.
+        return ops.stack(penalties), ops.stack(zeros), ops.stack(screens)
+
+    function = jax.jit(run)
+
+    def call():
+        values = [weight.variable.value for weight in weights]
+        outputs = function(values, [factor.value for factor in factors])
+        return np.column_stack([np.asarray(output, np.float64) for output in outputs])
+
+    call.tracing_count = lambda: len(traces)
+    return call
 
 
 class RepeatedMeasure:
     """`measure`, for the same weights measured again and again (every epoch).
 
-    Weights `measure` reads in host memory are read so at every call. For
-    the others, on TensorFlow, the second time it measures the same weights
-    (the same variables, regularizers with the same arguments and strength
-    factor, and tolerance) it traces their whole measurement into one
-    function, and runs that from then on: one call instead of several
-    operations per weight, the same streaming and the same numbers. The
-    function reads the variables (weights and strength factor) when it runs;
-    a change of any other part gives a new trace. Weights with another
+    Weights that `measure` reads in host memory are read so at every call.
+    For the others, on TensorFlow and JAX, the second time it measures the
+    same weights (the same variables, regularizers with the same arguments
+    and strength factor, and tolerance) it compiles their whole measurement
+    into one function (`tf.function`, `jax.jit`), and runs that from then on:
+    one call instead of several operations per weight, and the same numbers.
+    The function reads the weights and the strength factor when it runs; a
+    change of any other part gives a new function. Weights with another
     regularizer (a custom callable could read Python state a trace would
-    freeze), and the other backends, are measured by `measure` at every call.
+    freeze), and PyTorch, are measured by `measure` at every call.
     """
 
     def __init__(self):
@@ -356,8 +417,11 @@ class RepeatedMeasure:
             self._function = None
             return _measure_on_device(weights, tolerance)
         if self._function is None:
-            self._function = _traced_measurement(weights, tolerance)
-        rows = np.asarray(self._function())
+            if keras.backend.backend() == "jax":
+                self._function = _jitted_measurement(weights, tolerance)
+            else:
+                self._function = _traced_measurement(weights, tolerance)
+        rows = self._function()
         penalties, zeros, sums = rows[:, 0], rows[:, 1], rows[:, 2]
         return np.column_stack([penalties, zeros, _non_finite_counts(weights, sums)])
 
