@@ -476,7 +476,10 @@ class GroupLassoRegularizer(_ProximalRegularizer):
         w = ops.convert_to_tensor(w)
         norms, axes = self._group_norms(w)
         step = ops.cast(self._scaled(step, proximal=True), w.dtype)
-        if len(step.shape) > 0:
+        # A step already shared within each group (an optimizer may give one)
+        # is its own harmonic mean.
+        padded = (1,) * (len(w.shape) - len(step.shape)) + tuple(step.shape)
+        if any(padded[a] != 1 for a in axes):
             inverse = ops.mean(1 / ops.broadcast_to(step, w.shape), axis=axes, keepdims=True)
             step = 1 / inverse
         threshold = step * ops.cast(self._scale(w, axes), w.dtype)

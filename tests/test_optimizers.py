@@ -1,6 +1,7 @@
 import gc
 import json
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -591,3 +592,34 @@ class TestGroupLassoWithAdaptiveSteps:
         # Not exact (one small group may drop), but never a group the optimum
         # drops, and never all of them.
         assert kept.sum() >= 3 and not np.any(kept & ~reference_kept)
+
+    @pytest.mark.parametrize("fused", [True, False], ids=["fused", "separate"])
+    def test_adam_group_step_is_the_harmonic_mean_of_adam_steps(self, fused):
+        # Adam's per-coordinate step `alpha / (sqrt(v) + ε)`, replaced within
+        # each group (rows here) by its harmonic mean, the threshold of the
+        # block soft-threshold; against NumPy over a few steps.
+        lr, l1, beta_1, beta_2, epsilon = 0.1, 0.05, 0.9, 0.999, 1e-7
+        cls = keras.optimizers.Adam if fused else overriding(keras.optimizers.Adam)
+        optimizer = keras_l1.ProximalOptimizer(cls(lr, beta_1, beta_2, epsilon))
+        rng = np.random.default_rng(3)
+        w = rng.normal(size=(4, 3)).astype("float32")
+        variable = regularized_variable(w, keras_l1.GroupLassoRegularizer(l1, group_axis=0))
+        m = np.zeros((4, 3))
+        v = np.zeros((4, 3))
+        w = w.astype(np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            for t in range(1, 4):
+                # Column scales 0.1 to 10: very different steps within a group.
+                g = rng.normal(size=(4, 3)) * np.array([[0.1, 1.0, 10.0]])
+                apply_gradients(optimizer, [g.astype("float32")], [variable])
+                m += (g - m) * (1 - beta_1)
+                v += (g**2 - v) * (1 - beta_2)
+                alpha = lr * np.sqrt(1 - beta_2**t) / (1 - beta_1**t)
+                step = alpha / (np.sqrt(v) + epsilon)
+                moved = w - m * step
+                group_step = 1 / np.mean(1 / step, axis=1, keepdims=True)
+                norms = np.linalg.norm(moved, axis=1, keepdims=True)
+                w = moved * np.maximum(0, 1 - group_step * l1 * np.sqrt(3) / norms)
+        # float32 against float64 over three steps: a few ulps of 1e-5.
+        np.testing.assert_allclose(numpy(variable), w, rtol=1e-4, atol=1e-6)
