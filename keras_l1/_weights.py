@@ -113,8 +113,9 @@ def _host_view(value):
 
     No copy on any backend: TensorFlow's read of a variable shares its buffer
     (and the variable copies itself before its next update while the read is
-    alive), JAX and PyTorch arrays on the CPU expose theirs. Weights on an
-    accelerator, or read inside a traced function, give None.
+    alive; only a variable TensorFlow keeps in copy-on-read mode is copied,
+    one weight at a time), JAX and PyTorch arrays on the CPU expose theirs.
+    Weights on an accelerator, or read inside a traced function, give None.
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -213,10 +214,11 @@ def _measure_on_host(weights, tolerance: float):
             rest.append(index)
             continue
         penalty, zeros, nonfinite = _measure_array(array, tolerance, *strengths)
-        # float32, as the regularizers return it and scale it.
         factor = getattr(weight.regularizer, "_strength_factor", None)
         if factor is not None and id(factor) not in factors:
+            # One read per factor: models share one among all regularizers.
             factors[id(factor)] = np.float32(keras.ops.convert_to_numpy(factor))
+        # float32, as the regularizers return it and scale it.
         with np.errstate(over="ignore", invalid="ignore"):
             penalty = np.float32(penalty)
             if factor is not None:
@@ -249,8 +251,8 @@ def measure(weights, tolerance: float):
     counted, in a second pass. The work for all weights is queued first and
     copied to the host together, so there is a single synchronization when
     all are finite. Each call runs those operations one by one (eagerly);
-    `RepeatedMeasure` gives the same numbers from one compiled call on
-    TensorFlow.
+    `RepeatedMeasure` gives the same numbers (a compiled penalty may round
+    differently) from one compiled call on TensorFlow and JAX.
 
     Returns:
         A float64 NumPy array of shape `(len(weights), 4)`: penalty, zeros,
