@@ -228,9 +228,9 @@ class TestRepeatedMeasure:
             assert repeated._function is compiled
             assert compiled.tracing_count() == 1
 
+    # Compiled on TensorFlow and JAX only; PyTorch measures eagerly.
+    @pytest.mark.backends("tensorflow", "jax")
     def test_compiles_again_only_when_the_measurement_changes(self, monkeypatch):
-        if keras.backend.backend() not in ("tensorflow", "jax"):
-            pytest.skip("compiled on TensorFlow and JAX only")
         monkeypatch.setattr(_weights, "_host_view", lambda value: None)
         model = _mixed_model()
         factor = StrengthFactor(model)
