@@ -230,14 +230,18 @@ class _ProximalRegularizer(keras.regularizers.Regularizer):
         """
         import tensorflow as tf
 
+        # The strengths are traced in as constants: compiled again if a user
+        # changed them since.
+        config = self.get_config()
         compiled = _COMPILED_PENALTIES.get(self)
-        if compiled is None:
+        if compiled is None or compiled[0] != config:
             compiled = (
+                config,
                 _xla.compile(self._penalty),
                 _xla.compile(lambda w, upstream: upstream * self._penalty_gradient(w)),
             )
             _COMPILED_PENALTIES[self] = compiled
-        value, gradient = compiled
+        _, value, gradient = compiled
         if proximal:
             return value(w)
 

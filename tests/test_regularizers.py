@@ -279,6 +279,17 @@ class TestPenaltyInCompiledSteps:
         assert got_gradient[0, 0] == 0.0 and got_gradient[1, 1] == 0.0
 
     @pytest.mark.parametrize("mode", MODES)
+    def test_strengths_changed_after_a_compiled_call_are_used(self, mode):
+        regularizer = keras_l1.ElasticNetRegularizer(0.2, 0.3)
+        compiled_value_and_gradient(regularizer, self.W, mode)
+        regularizer.l1, regularizer.l2 = 0.5, 0.1
+        value, gradient = compiled_value_and_gradient(regularizer, self.W, mode)
+        np.testing.assert_allclose(
+            value, 0.5 * np.abs(self.W).sum() + 0.1 * (self.W**2).sum(), rtol=1e-6
+        )
+        np.testing.assert_allclose(gradient, 0.5 * np.sign(self.W) + 0.2 * self.W, rtol=1e-6)
+
+    @pytest.mark.parametrize("mode", MODES)
     def test_non_finite_weight_gives_non_finite_penalty(self, mode):
         # SparsityLogger screens weights for NaN through the penalty.
         w = self.W.copy()
