@@ -211,6 +211,8 @@ class _ProximalRegularizer(keras.regularizers.Regularizer):
         self._gradient_in_last_call = not proximal
         x = ops.convert_to_tensor(x)
         w = ops.cast(x, _accumulation_dtype(x.dtype))
+        if keras.backend.backend() == "tensorflow" and _xla.in_xla_function():
+            return self._scaled(ops.cast(self._penalty_before_update(w, proximal), "float32"))
         if proximal:
             w = ops.stop_gradient(w)
         if self._compile_in_graphs and _xla.should_compile() and _xla.in_function():
@@ -218,6 +220,35 @@ class _ProximalRegularizer(keras.regularizers.Regularizer):
         else:
             penalty = self._penalty(w)
         return self._scaled(ops.cast(penalty, "float32"))
+
+    def _penalty_before_update(self, w, proximal):
+        """The penalty in a TensorFlow step compiled with XLA (`jit_compile`).
+
+        XLA updates a weight in place, but only once it can prove that every
+        read of the old value came first. The penalty's sum feeds the
+        reported loss and nothing the update needs, so XLA cannot, and
+        copies the whole weight at the start of every step instead (3.2 MB
+        for a 784 x 1024 kernel, a 1-2% slower step here). The gradient
+        defined here depends on the penalty's value through a term that is
+        exactly 0, which orders the sum before the update and saves the copy.
+        In proximal mode that gradient is all the weight receives: zeros.
+        """
+        import tensorflow as tf
+
+        @tf.custom_gradient
+        def penalty(w):
+            value = self._penalty(w)
+
+            def gradient(upstream):
+                # 0 whatever the value: a comparison with NaN is False.
+                zero = ops.cast(value >= 0, upstream.dtype) * 0
+                if proximal:
+                    return ops.broadcast_to(ops.cast(zero, w.dtype), ops.shape(w))
+                return (upstream + zero) * self._penalty_gradient(w)
+
+            return value, gradient
+
+        return penalty(w)
 
     def _compiled_penalty(self, w, proximal):
         """The penalty in a TensorFlow graph, as XLA-compiled functions.
@@ -491,11 +522,13 @@ class GroupLassoRegularizer(_ProximalRegularizer):
         factor = ops.maximum(1 - threshold / safe, 0)
         return w * ops.where(norms > 0, factor, ops.zeros_like(factor))
 
-    def gradient(self, w):
-        w = ops.convert_to_tensor(w)
+    def _penalty_gradient(self, w):
         norms, axes = self._group_norms(w)
         safe = ops.where(norms > 0, norms, ops.ones_like(norms))
-        return self._scaled(w / safe * ops.cast(self._scale(w, axes), w.dtype), proximal=True)
+        return w / safe * ops.cast(self._scale(w, axes), w.dtype)
+
+    def gradient(self, w):
+        return self._scaled(self._penalty_gradient(ops.convert_to_tensor(w)), proximal=True)
 
     def get_config(self) -> dict:
         return {"l1": self.l1, "group_axis": self.group_axis}
