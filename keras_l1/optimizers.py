@@ -7,6 +7,7 @@ soft-threshold, so coordinates whose gradient cannot beat `l1` land exactly
 on zero and stay there, which subgradient descent never achieves.
 """
 
+import math
 import warnings
 import weakref
 
@@ -21,6 +22,7 @@ from keras_l1._validation import check_non_negative_float
 from keras_l1._validation import short_repr
 from keras_l1.regularizers import GroupLassoRegularizer
 from keras_l1.regularizers import _ProximalRegularizer
+from keras_l1.regularizers import _sum_of_non_negative_over
 from keras_l1.regularizers import as_proximal
 
 
@@ -55,7 +57,9 @@ def _adam_group_step(optimizer, index, lr, dtype, axes):
     # update computes anyway, instead of a reciprocal of the step: under XLA
     # on CPU a reduction reads its input from memory, so that is a pass over
     # the weight's size written and read fewer.
-    root = ops.mean(_adam_root(optimizer, index), axis=axes, keepdims=True)
+    root = _adam_root(optimizer, index)
+    count = math.prod(root.shape[a] for a in axes)
+    root = _sum_of_non_negative_over(root, axes) / count
     return _adam_alpha(optimizer, lr, dtype) / (root + optimizer.epsilon)
 
 

@@ -79,6 +79,8 @@ def _abs_sum(w):
     # and the plain form is one pass over the weights fewer, on every step.
     if keras.backend.backend() == "jax":
         return _sum_of_non_negative(ops.sign(w) * w)
+    if _compiled_by_xla():
+        return _sum_of_non_negative(ops.abs(w))
     return ops.sum(ops.abs(w))
 
 
@@ -89,7 +91,46 @@ def _compiled_by_xla() -> bool:
 
 
 def _sum_of_non_negative(values):
+    """`sum(values)` for values known to be non-negative (or NaN)."""
+    rows = _sums_over_trailing_axes(values, 1)
+    if rows is not None:
+        return ops.sum(rows)
     return ops.sum(_non_negative(values))
+
+
+def _sum_of_non_negative_over(values, axes):
+    """`sum(values, axis=axes, keepdims=True)` for non-negative (or NaN) values."""
+    if axes and axes == tuple(range(axes[0], len(values.shape))):
+        sums = _sums_over_trailing_axes(values, axes[0])
+        if sums is not None:
+            return ops.reshape(sums, tuple(values.shape[: axes[0]]) + (1,) * len(axes))
+    return ops.sum(_non_negative(values), axis=axes, keepdims=True)
+
+
+# Rows longer than this are left to XLA's reduction (a dot product is one
+# accumulation per row).
+_MAX_ROW = 16384
+
+
+def _sums_over_trailing_axes(values, first_axis):
+    """Under XLA, the sums over the axes from `first_axis` on, or None.
+
+    XLA on CPU reads the operand of a reduction from memory: whatever
+    computes it (`|w|`, `w²`) is written out first, a whole extra pass over
+    the weight. A product of the rows with a vector of ones computes the same
+    sums with the operand fused into the product: 4% of a step of an MLP
+    784-1024-1024-10 here, all of the penalty's cost. Returns None outside
+    XLA and where that form does not apply (nothing to sum, or rows longer
+    than `_MAX_ROW`).
+    """
+    shape = tuple(values.shape)
+    if not _compiled_by_xla() or first_axis < 1 or len(shape) <= first_axis:
+        return None
+    row = math.prod(shape[first_axis:])
+    if not 1 < row <= _MAX_ROW:
+        return None
+    rows = ops.reshape(values, (-1, row))
+    return ops.matmul(rows, ops.ones((row,), values.dtype))
 
 
 def _non_negative(values):
@@ -482,7 +523,7 @@ class GroupLassoRegularizer(_ProximalRegularizer):
 
     def _group_norms(self, w):
         axes = self._reduce_axes(w)
-        squares = ops.sum(_non_negative(ops.square(w)), axis=axes, keepdims=True)
+        squares = _sum_of_non_negative_over(ops.square(w), axes)
         # sqrt has an infinite derivative at 0; feed it 1 there instead and
         # mask the result, so both the value and the gradient are 0.
         nonzero = squares > 0
