@@ -73,15 +73,9 @@ def _accumulation_dtype(dtype) -> str:
 
 
 def _abs_sum(w):
-    # JAX differentiates `abs` to 1 at 0, which would push zeros off zero;
-    # `sum(sign(w) * w)` has the same value and the gradient `sign(w)`, 0
-    # there. TensorFlow and PyTorch already differentiate `abs` to `sign(w)`,
-    # and the plain form is one pass over the weights fewer, on every step.
-    if keras.backend.backend() == "jax":
-        return _sum_of_non_negative(ops.sign(w) * w)
-    if _compiled_by_xla():
-        return _sum_of_non_negative(ops.abs(w))
-    return ops.sum(ops.abs(w))
+    # Differentiated by the backends to `sign(w)`, 0 at 0, or under XLA
+    # through `_penalty_before_update` (JAX's own `abs` derivative at 0 is 1).
+    return _sum_of_non_negative(ops.abs(w))
 
 
 def _compiled_by_xla() -> bool:
@@ -149,7 +143,7 @@ def _elastic_net_sum(w, l1, l2):
     backend = keras.backend.backend()
     if _compiled_by_xla():
         # One reduction reading `w` once, where the two sums are two.
-        magnitude = ops.sign(w) * w if backend == "jax" else ops.abs(w)
+        magnitude = ops.abs(w)
         return _sum_of_non_negative(magnitude * (l1 + l2 * magnitude))
     if backend == "tensorflow":
         import tensorflow as tf
@@ -252,7 +246,7 @@ class _ProximalRegularizer(keras.regularizers.Regularizer):
         self._gradient_in_last_call = not proximal
         x = ops.convert_to_tensor(x)
         w = ops.cast(x, _accumulation_dtype(x.dtype))
-        if keras.backend.backend() == "tensorflow" and _xla.in_xla_function():
+        if _compiled_by_xla():
             return self._scaled(ops.cast(self._penalty_before_update(w, proximal), "float32"))
         if proximal:
             w = ops.stop_gradient(w)
@@ -263,7 +257,7 @@ class _ProximalRegularizer(keras.regularizers.Regularizer):
         return self._scaled(ops.cast(penalty, "float32"))
 
     def _penalty_before_update(self, w, proximal):
-        """The penalty in a TensorFlow step compiled with XLA (`jit_compile`).
+        """The penalty in a step compiled with XLA (TensorFlow's `jit_compile`, JAX).
 
         XLA updates a weight in place, but only once it can prove that every
         read of the old value came first. The penalty's sum feeds the
@@ -274,22 +268,39 @@ class _ProximalRegularizer(keras.regularizers.Regularizer):
         exactly 0, which orders the sum before the update and saves the copy.
         In proximal mode that gradient is all the weight receives: zeros.
         """
+
+        def gradient(w, value, upstream):
+            # 0 whatever the value: a comparison with NaN is False.
+            zero = ops.cast(value >= 0, upstream.dtype) * 0
+            if proximal:
+                return ops.broadcast_to(ops.cast(zero, w.dtype), ops.shape(w))
+            return (upstream + zero) * self._penalty_gradient(w)
+
+        if keras.backend.backend() == "jax":
+            import jax
+
+            @jax.custom_vjp
+            def penalty(w):
+                return self._penalty(w)
+
+            def forward(w):
+                value = self._penalty(w)
+                return value, (w, value)
+
+            def backward(saved, upstream):
+                return (gradient(*saved, upstream),)
+
+            penalty.defvjp(forward, backward)
+            return penalty(w)
+
         import tensorflow as tf
 
         @tf.custom_gradient
-        def penalty(w):
+        def tf_penalty(w):
             value = self._penalty(w)
+            return value, lambda upstream: gradient(w, value, upstream)
 
-            def gradient(upstream):
-                # 0 whatever the value: a comparison with NaN is False.
-                zero = ops.cast(value >= 0, upstream.dtype) * 0
-                if proximal:
-                    return ops.broadcast_to(ops.cast(zero, w.dtype), ops.shape(w))
-                return (upstream + zero) * self._penalty_gradient(w)
-
-            return value, gradient
-
-        return penalty(w)
+        return tf_penalty(w)
 
     def _compiled_penalty(self, w, proximal):
         """The penalty in a TensorFlow graph, as XLA-compiled functions.
