@@ -245,6 +245,7 @@ class _ProximalRegularizer(keras.regularizers.Regularizer):
         proximal = self._proximal_in_call(sys._getframe(1))
         self._gradient_in_last_call = not proximal
         x = ops.convert_to_tensor(x)
+        self._check_weight(x)
         w = ops.cast(x, _accumulation_dtype(x.dtype))
         if _compiled_by_xla():
             return self._scaled(ops.cast(self._penalty_before_update(w, proximal), "float32"))
@@ -346,6 +347,9 @@ class _ProximalRegularizer(keras.regularizers.Regularizer):
 
     def _penalty(self, w):
         raise NotImplementedError
+
+    def _check_weight(self, w):
+        """Raises a clear error for a weight this regularizer cannot take."""
 
     # Whether a TensorFlow graph without XLA computes the penalty through
     # `_compiled_penalty`, which needs `_penalty_gradient(w)`, the gradient
@@ -531,6 +535,9 @@ class GroupLassoRegularizer(_ProximalRegularizer):
             )
         axis = self.group_axis % rank
         return tuple(a for a in range(rank) if a != axis)
+
+    def _check_weight(self, w):
+        self._reduce_axes(w)
 
     def _group_norms(self, w):
         axes = self._reduce_axes(w)
