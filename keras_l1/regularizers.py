@@ -584,7 +584,9 @@ class GroupLassoRegularizer(_ProximalRegularizer):
     def _penalty_gradient(self, w):
         norms, axes = self._group_norms(w)
         safe = ops.where(norms > 0, norms, ops.ones_like(norms))
-        return w / safe * ops.cast(self._scale(w, axes), w.dtype)
+        # One multiplication per weight by a factor per group: XLA recomputes
+        # it in each consumer (Adam has two) rather than writing it out.
+        return w * (ops.cast(self._scale(w, axes), w.dtype) / safe)
 
     def gradient(self, w):
         return self._scaled(self._penalty_gradient(ops.convert_to_tensor(w)), proximal=True)
