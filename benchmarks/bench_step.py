@@ -3,10 +3,12 @@
 An MLP (784-1024-1024-10 by default, batch 256) with the regularizer on every
 kernel is trained one batch at a time with `train_on_batch`; each step
 synchronizes (the loss comes back to the host), so the time is the whole step.
-All configurations are built and warmed up first, then timed in blocks of
-`--steps` steps, the configurations in a fresh random order in each of the
+All configurations are built (each `--instances` times: two models of one
+configuration differ in wall time) and warmed up first, then timed in blocks
+of `--steps` steps, the models in a fresh random order in each of the
 `--repeats` rounds so that drift of the machine hits all of them alike; the
-reported time is the median block. CPU time of this process (all its
+reported time is the median block of all of a configuration's models. CPU
+time of this process (all its
 threads) is reported too: other processes on a shared machine stretch wall
 time a lot and CPU time little, so it is the steadier measure of the work a
 step does; `--threads 1` makes it exactly that (no idle spinning). Ratios are
@@ -73,8 +75,15 @@ def run(
     repeats: int = 7,
     warmup: int = 5,
     seed: int = 0,
+    instances: int = 2,
 ) -> list:
     """Times every (row, optimizer, jit) configuration; returns one dict each.
+
+    Each configuration is built `instances` times, and every block of every
+    instance counts: on two threads, two models of the same configuration
+    differ by up to 6% in wall time (the same computation; where their
+    buffers and threads land), which one model per row would put into its
+    ratios.
 
     Each dict has `row`, `optimizer`, `jit`, `ms` (median wall milliseconds
     per step), `best_ms` (the fastest block), `cpu_ms` (median CPU
@@ -88,17 +97,19 @@ def run(
     configs = [(row, opt, j) for j in jit for opt in optimizers for row in rows]
     models = {}
     for config in configs:
-        model = build_model(*config, sizes=sizes, seed=seed)
-        for _ in range(warmup):
-            model.train_on_batch(x, y)
-        models[config] = model
+        for instance in range(instances):
+            model = build_model(*config, sizes=sizes, seed=seed)
+            for _ in range(warmup):
+                model.train_on_batch(x, y)
+            models[config, instance] = model
     blocks = {config: [] for config in configs}
     cpu_blocks = {config: [] for config in configs}
     losses = {}
+    keys = list(models)
     for _ in range(repeats):
-        for position in rng.permutation(len(configs)):
-            config = configs[position]
-            model = models[config]
+        for position in rng.permutation(len(keys)):
+            config, instance = keys[position]
+            model = models[config, instance]
             start, cpu_start = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 loss = model.train_on_batch(x, y)
@@ -107,7 +118,7 @@ def run(
             losses[config] = float(loss)
     results = []
     for config in configs:
-        kernels = [w.numpy() for w in models[config].trainable_weights if w.ndim == 2]
+        kernels = [w.numpy() for w in models[config, 0].trainable_weights if w.ndim == 2]
         zeros = sum(int(np.sum(k == 0)) for k in kernels)
         size = sum(k.size for k in kernels)
         results.append(
@@ -158,7 +169,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small model, for a smoke run")
     parser.add_argument("--steps", type=int, default=20, help="steps per timed block")
-    parser.add_argument("--repeats", type=int, default=7, help="timed blocks per configuration")
+    parser.add_argument("--repeats", type=int, default=7, help="timed blocks per model")
+    parser.add_argument("--instances", type=int, default=2, help="models built per configuration")
     parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--optimizers", nargs="*", default=list(OPTIMIZERS))
     parser.add_argument("--jit", nargs="*", default=["off", "on"], choices=["off", "on"])
@@ -177,9 +189,10 @@ def main(argv=None) -> int:
         "jit": tuple(j == "on" for j in args.jit),
         "steps": args.steps,
         "repeats": args.repeats,
+        "instances": args.instances,
     }
     if args.quick:
-        options.update(sizes=(64, 128, 10), batch=32, steps=3, repeats=2, warmup=2)
+        options.update(sizes=(64, 128, 10), batch=32, steps=3, repeats=2, warmup=2, instances=1)
     print(f"machine: {_common.machine()}; load average at start {_common.load_average()}")
     print(f"threads: {args.threads or 'TensorFlow default'}; command: {' '.join(sys.argv)}")
     results = run(**options)
