@@ -8,13 +8,13 @@ configuration differ in wall time) and warmed up first, then timed in blocks
 of `--steps` steps, the models in a fresh random order in each of the
 `--repeats` rounds so that drift of the machine hits all of them alike; the
 reported time is the median block of all of a configuration's models. CPU
-time of this process (all its
-threads) is reported too: other processes on a shared machine stretch wall
-time a lot and CPU time little, so it is the steadier measure of the work a
-step does; `--threads 1` makes it exactly that (no idle spinning). Ratios are
-against "none" (no regularizer) and "Keras L1" (`keras.regularizers.L1`)
-with the same optimizer and jit setting, measured in the same run; the
-elastic-net rows also against "Keras L1L2", the same two penalties.
+time of this process (all its threads) is reported too: other processes on a
+shared machine stretch wall time a lot and CPU time little, so it is the
+steadier measure of the work a step does; `--threads 1` makes it exactly
+that (no idle spinning). Ratios are against "none" (no regularizer) and
+"Keras L1" (`keras.regularizers.L1`) with the same optimizer and jit setting,
+measured in the same run; the elastic-net rows also against "Keras L1L2", the
+same two penalties.
 
     python benchmarks/bench_step.py            # full run, a few minutes on 2 cores
     python benchmarks/bench_step.py --quick    # small model, seconds
