@@ -76,8 +76,8 @@ def _abs_sum(w):
     # Differentiated by the backends to `sign(w)`, 0 at 0, or under XLA
     # through `_penalty_before_update` (JAX's own `abs` derivative at 0 is 1).
     if keras.backend.backend() == "jax":
-        # JAX's XLA reduces `|w|` without writing it out: a JAX step with
-        # `L1Regularizer` was 1.03x none so, 1.06x as a product with ones.
+        # JAX's XLA reduces `|w|` without writing it out (a JAX step with
+        # `L1Regularizer`: 1.03x none so, 1.06x as a product with ones).
         return ops.sum(ops.abs(w))
     return _sum_of_non_negative(ops.abs(w))
 
