@@ -367,6 +367,9 @@ class _ProximalRegularizer(keras.regularizers.Regularizer):
 
     def gradient(self, w):
         """The gradient of the penalty that autodiff gives (0 at kinks)."""
+        return self._scaled(self._penalty_gradient(ops.convert_to_tensor(w)), proximal=True)
+
+    def _penalty_gradient(self, w):
         raise NotImplementedError
 
     @classmethod
@@ -426,9 +429,6 @@ class L1Regularizer(_ProximalRegularizer):
     def _penalty_gradient(self, w):
         return ops.sign(w) * ops.cast(self.l1, w.dtype)
 
-    def gradient(self, w):
-        return self._scaled(self._penalty_gradient(w), proximal=True)
-
     def get_config(self) -> dict:
         return {"l1": self.l1}
 
@@ -482,9 +482,6 @@ class ElasticNetRegularizer(_ProximalRegularizer):
 
     def _penalty_gradient(self, w):
         return ops.sign(w) * ops.cast(self.l1, w.dtype) + w * ops.cast(2 * self.l2, w.dtype)
-
-    def gradient(self, w):
-        return self._scaled(self._penalty_gradient(ops.convert_to_tensor(w)), proximal=True)
 
     def get_config(self) -> dict:
         return {"l1": self.l1, "l2": self.l2}
@@ -591,9 +588,6 @@ class GroupLassoRegularizer(_ProximalRegularizer):
         # One multiplication per weight by a factor per group: XLA recomputes
         # it in each consumer (Adam has two) rather than writing it out.
         return w * (ops.cast(self._scale(w, axes), w.dtype) / safe)
-
-    def gradient(self, w):
-        return self._scaled(self._penalty_gradient(ops.convert_to_tensor(w)), proximal=True)
 
     def get_config(self) -> dict:
         return {"l1": self.l1, "group_axis": self.group_axis}
