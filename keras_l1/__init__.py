@@ -9,6 +9,7 @@ from keras_l1.path import regularization_path
 from keras_l1.regularizers import ElasticNetRegularizer
 from keras_l1.regularizers import GroupLassoRegularizer
 from keras_l1.regularizers import L1Regularizer
+from keras_l1.regularizers import LogSumRegularizer
 from keras_l1.regularizers import soft_threshold
 from keras_l1.scheduling import L1Scheduler
 
@@ -19,6 +20,7 @@ __all__ = [
     "GroupLassoRegularizer",
     "L1Regularizer",
     "L1Scheduler",
+    "LogSumRegularizer",
     "ProximalOptimizer",
     "SparsityLogger",
     "compact_model",

@@ -15,6 +15,7 @@ ALL = [
     (keras_l1.L1Regularizer, {"l1": 0.01}),
     (keras_l1.ElasticNetRegularizer, {"l1": 0.01, "l2": 0.02}),
     (keras_l1.GroupLassoRegularizer, {"l1": 0.01, "group_axis": -1}),
+    (keras_l1.LogSumRegularizer, {"l1": 0.01, "epsilon": 0.001}),
 ]
 
 
@@ -211,6 +212,107 @@ class TestGroupLassoRegularizer:
             keras_l1.GroupLassoRegularizer(0.1, group_axis=0.5)
 
 
+def log_sum_prox_by_search(x, threshold, epsilon):
+    """`argmin_y ½(y − x)² + threshold · epsilon · log(1 + |y|/epsilon)` on a fine grid."""
+    grid = np.linspace(-4, 4, 800001)
+    objective = 0.5 * (grid - x) ** 2 + threshold * epsilon * np.log1p(np.abs(grid) / epsilon)
+    return grid[np.argmin(objective)]
+
+
+class TestLogSumRegularizer:
+    def test_penalty_closed_form(self):
+        w = np.random.default_rng(4).normal(size=(6, 4)).astype("float32")
+        value = keras_l1.LogSumRegularizer(0.3, epsilon=0.05)(w)
+        expected = 0.3 * 0.05 * np.log1p(np.abs(w.astype("float64")) / 0.05).sum()
+        np.testing.assert_allclose(float(value), expected, rtol=1e-6)
+
+    @pytest.mark.parametrize("epsilon", [0.01, 0.5, 2.0])
+    def test_prox_solves_its_problem(self, epsilon):
+        # The problem is not convex: where |x| is just above the dead zone of
+        # small epsilons, a root and 0 are both local minima; the search
+        # over the grid finds the global one.
+        reg = keras_l1.LogSumRegularizer(l1=0.5, epsilon=epsilon)
+        step = 0.8
+        points = np.array([-3.0, -0.9, -0.41, -0.39, 0.0, 0.2, 0.4, 0.45, 0.6, 1.0, 2.5])
+        got = ops.convert_to_numpy(reg.prox(points, step))
+        for x, y in zip(points, got):
+            expected = log_sum_prox_by_search(x, step * 0.5, epsilon)
+            assert abs(y - expected) < 2e-5, (x, y, expected)
+
+    def test_prox_zeroes_small_weights(self):
+        # No stationary point but 0 below |x| = 2·sqrt(threshold·epsilon) − epsilon.
+        reg = keras_l1.LogSumRegularizer(l1=1.0, epsilon=0.1)
+        edge = 2 * math.sqrt(0.5 * 0.1) - 0.1
+        points = np.array([0.0, 0.1, -0.3, edge - 1e-3, -(edge - 1e-3)])
+        np.testing.assert_array_equal(ops.convert_to_numpy(reg.prox(points, 0.5)), 0.0)
+        # Unlike L1's, the zero region ends below the threshold (0.5) here:
+        # with a penalty that flattens, keeping 0.5 is cheaper.
+        kept = float(ops.convert_to_numpy(reg.prox(np.array([0.5]), 0.5))[0])
+        np.testing.assert_allclose(kept, 0.4, rtol=1e-6)
+
+    def test_prox_per_coordinate_step(self):
+        reg = keras_l1.LogSumRegularizer(l1=0.5, epsilon=0.2)
+        x, steps = np.array([1.0, 1.0, -2.0]), np.array([0.1, 10.0, 1.0])
+        got = ops.convert_to_numpy(reg.prox(x, steps))
+        expected = [log_sum_prox_by_search(v, t * 0.5, 0.2) for v, t in zip(x, steps)]
+        np.testing.assert_allclose(got, expected, atol=2e-5)
+        assert got[1] == 0.0
+
+    def test_large_epsilon_is_l1(self):
+        w = np.array([[0.0, 1.5, -0.25], [-2.0, 0.5, 3.0]])
+        log_sum = keras_l1.LogSumRegularizer(0.2, epsilon=1e7)
+        l1 = keras_l1.L1Regularizer(0.2)
+        np.testing.assert_allclose(float(log_sum(w)), float(l1(w)), rtol=1e-6)
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(log_sum.prox(w, 2.0)),
+            ops.convert_to_numpy(l1.prox(w, 2.0)),
+            atol=1e-6,
+        )
+
+    def test_large_weights_are_hardly_shrunk(self):
+        # The bias of L1 (every survivor moves by the threshold, 0.5 here)
+        # is gone: the move is the slope at the result, 0.5·epsilon/(epsilon + y).
+        reg = keras_l1.LogSumRegularizer(l1=1.0, epsilon=0.01)
+        result = float(ops.convert_to_numpy(reg.prox(np.array([1.0]), 0.5))[0])
+        np.testing.assert_allclose(1.0 - result, 0.5 * 0.01 / (0.01 + result), rtol=1e-4)
+        assert 1.0 - result < 0.5 / 100
+
+    def test_gradient_matches_autodiff(self):
+        reg = keras_l1.LogSumRegularizer(0.2, epsilon=0.5)
+        w = np.array([[0.0, 1.5], [-2.0, 0.25]], "float32")
+        expected = 0.2 * 0.5 * np.sign(w) / (0.5 + np.abs(w))
+        np.testing.assert_allclose(grad_of(reg, w), expected, rtol=1e-6)
+        np.testing.assert_allclose(ops.convert_to_numpy(reg.gradient(w)), expected, rtol=1e-6)
+        assert grad_of(reg, w)[0, 0] == 0.0
+
+    @pytest.mark.parametrize(
+        "value, error, received",
+        [
+            (0.0, ValueError, "epsilon=0.0"),
+            (-1e-3, ValueError, "epsilon=-0.001"),
+            (float("inf"), ValueError, "epsilon=inf"),
+            (float("nan"), ValueError, "epsilon=nan"),
+            (True, TypeError, "epsilon=True of type bool"),
+            ("0.1", TypeError, "epsilon='0.1' of type str"),
+        ],
+    )
+    def test_invalid_epsilon(self, value, error, received):
+        kind = "type" if error is TypeError else "value"
+        message = (
+            f"Invalid {kind} for argument `epsilon`: expected a float in (0, inf). "
+            f"Received: {received}"
+        )
+        with pytest.raises(error, match=f"^{re.escape(message)}$"):
+            keras_l1.LogSumRegularizer(0.1, epsilon=value)
+
+    def test_resolves_by_registered_name(self):
+        reg = keras.regularizers.get(
+            {"class_name": "keras_l1>LogSumRegularizer", "config": {"l1": 0.1, "epsilon": 0.5}}
+        )
+        assert isinstance(reg, keras_l1.LogSumRegularizer)
+        assert reg.get_config() == {"l1": 0.1, "epsilon": 0.5}
+
+
 def compiled_value_and_gradient(regularizer, w, mode):
     """The penalty and its autodiff gradient, computed as a compiled step would.
 
@@ -268,8 +370,13 @@ class TestPenaltyInCompiledSteps:
                 lambda w: 0.2 * math.sqrt(3) * np.linalg.norm(w, axis=1).sum(),
                 lambda w: 0.2 * math.sqrt(3) * w / np.linalg.norm(w, axis=1, keepdims=True),
             ),
+            (
+                keras_l1.LogSumRegularizer(0.2, epsilon=0.5),
+                lambda w: 0.1 * np.log1p(np.abs(w) / 0.5).sum(),
+                lambda w: 0.1 * np.sign(w) / (0.5 + np.abs(w)),
+            ),
         ],
-        ids=["l1", "elastic_net", "group_lasso"],
+        ids=["l1", "elastic_net", "group_lasso", "log_sum"],
     )
     def test_value_and_gradient_match_closed_form(self, mode, regularizer, value, gradient):
         got_value, got_gradient = compiled_value_and_gradient(regularizer, self.W, mode)
@@ -294,14 +401,22 @@ class TestPenaltyInCompiledSteps:
         # SparsityLogger screens weights for NaN through the penalty.
         w = self.W.copy()
         w[0, 1] = np.nan
-        for regularizer in (keras_l1.L1Regularizer(0.2), keras_l1.ElasticNetRegularizer(0.2, 0.3)):
+        for regularizer in (
+            keras_l1.L1Regularizer(0.2),
+            keras_l1.ElasticNetRegularizer(0.2, 0.3),
+            keras_l1.LogSumRegularizer(0.2, 0.1),
+        ):
             assert np.isnan(compiled_value_and_gradient(regularizer, w, mode)[0])
 
     @pytest.mark.backends("tensorflow", "jax")
     @pytest.mark.parametrize(
         "regularizer",
-        [keras_l1.L1Regularizer(0.1), keras_l1.ElasticNetRegularizer(0.1, 0.1)],
-        ids=["l1", "elastic_net"],
+        [
+            keras_l1.L1Regularizer(0.1),
+            keras_l1.ElasticNetRegularizer(0.1, 0.1),
+            keras_l1.LogSumRegularizer(0.1, 0.5),
+        ],
+        ids=["l1", "elastic_net", "log_sum"],
     )
     def test_xla_step_updates_the_weight_without_copying_it(self, regularizer):
         # XLA copies a weight whose old value has a read it cannot order
