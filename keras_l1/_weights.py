@@ -11,6 +11,7 @@ from keras import ops
 from keras_l1.regularizers import ElasticNetRegularizer
 from keras_l1.regularizers import GroupLassoRegularizer
 from keras_l1.regularizers import L1Regularizer
+from keras_l1.regularizers import LogSumRegularizer
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,12 @@ def regularized_weights(model) -> list:
 
 
 def _penalty_reveals_non_finite(regularizer) -> bool:
-    # A non-negative multiple of sum(|w|) and/or sum(w²) is NaN or infinite
-    # when any weight is (0 · inf is NaN too). Keras's L1L2 is left out: with
-    # both strengths 0 it returns a constant; group lasso masks NaN groups.
-    return isinstance(regularizer, (L1Regularizer, ElasticNetRegularizer)) or type(regularizer) in (
+    # A non-negative multiple of sum(|w|), sum(w²) or sum(log(1 + |w|/ε)) is
+    # NaN or infinite when any weight is (0 · inf is NaN too). Keras's L1L2
+    # is left out: with both strengths 0 it returns a constant; group lasso
+    # masks NaN groups.
+    kinds = (L1Regularizer, ElasticNetRegularizer, LogSumRegularizer)
+    return isinstance(regularizer, kinds) or type(regularizer) in (
         keras.regularizers.L1,
         keras.regularizers.L2,
     )
@@ -271,6 +274,7 @@ _TRACEABLE_REGULARIZERS = (
     L1Regularizer,
     ElasticNetRegularizer,
     GroupLassoRegularizer,
+    LogSumRegularizer,
     keras.regularizers.L1,
     keras.regularizers.L2,
     keras.regularizers.L1L2,

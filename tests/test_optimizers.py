@@ -173,6 +173,37 @@ class TestAgainstScikitLearn:
         assert (np.all(reference_kernel == 0, axis=1)).sum() >= 1
         assert_same_solution(kernel, reference_kernel, atol=5e-5)
 
+    @pytest.mark.parametrize(
+        "optimizer, steps, jit",
+        [
+            (lambda: keras.optimizers.SGD(0.1), 2000, True),
+            (lambda: keras.optimizers.SGD(0.1), 2000, False),
+            (lambda: keras.optimizers.Adam(0.01), 3000, True),
+        ],
+        ids=["sgd-jit", "sgd", "adam-jit"],
+    )
+    def test_log_sum_reaches_a_reweighted_lasso_fixed_point(self, diabetes, optimizer, steps, jit):
+        # The log-sum problem is not convex, but its stationary points are
+        # exactly the solutions of the Lasso each reweights: every weight's
+        # strength l1·ε/(ε + |w_j|), taken at that point. scikit-learn solves
+        # that weighted Lasso (columns divided by the weights) and must land
+        # back on keras_l1's weights, zeros included.
+        x, y = diabetes
+        l1, epsilon = 0.1, 0.05
+        model = linear_model(10, 1, keras_l1.LogSumRegularizer(l1, epsilon))
+        kernel = fit_full_batch(
+            model, x, y[:, None], steps, jit, keras_l1.ProximalOptimizer(optimizer())
+        ).ravel()
+        weights = epsilon / (epsilon + np.abs(kernel.astype(np.float64)))
+        reweighted = Lasso(alpha=l1 / 2, fit_intercept=False, tol=1e-12, max_iter=100_000)
+        reference = reweighted.fit(x.astype(np.float64) / weights, y).coef_ / weights
+        assert (reference == 0).sum() >= 2
+        assert_same_solution(kernel, reference, atol=5e-5)
+        # Less biased than L1: the survivors are larger than the Lasso's.
+        lasso = Lasso(alpha=l1 / 2, fit_intercept=False, tol=1e-12, max_iter=100_000)
+        lasso = lasso.fit(x.astype(np.float64), y).coef_
+        assert np.abs(kernel).sum() > np.abs(lasso).sum()
+
 
 def regularized_variable(value, regularizer):
     variable = keras.Variable(np.asarray(value, "float32"))

@@ -94,6 +94,10 @@ def is_non_negative_float(value) -> bool:
     return math.isfinite(value) and value >= 0
 
 
+def is_positive_float(value) -> bool:
+    return is_non_negative_float(value) and float(value) > 0
+
+
 def is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -115,7 +119,9 @@ REGULARIZERS = {
     keras_l1.L1Regularizer: {"l1": is_non_negative_float},
     keras_l1.ElasticNetRegularizer: {"l1": is_non_negative_float, "l2": is_non_negative_float},
     keras_l1.GroupLassoRegularizer: {"l1": is_non_negative_float, "group_axis": is_int},
+    keras_l1.LogSumRegularizer: {"l1": is_non_negative_float, "epsilon": is_positive_float},
 }
+DEFAULTS = {"group_axis": 0, "epsilon": 1e-3}
 
 
 def check_regularizer_outcome(cls, kwargs, build):
@@ -133,10 +139,10 @@ def check_regularizer_outcome(cls, kwargs, build):
     config = regularizer.get_config()
     for name, value in config.items():
         if name == "group_axis":
-            assert type(value) is int and value == kwargs.get(name, 0)
+            assert type(value) is int and value == kwargs.get(name, DEFAULTS[name])
         else:
             assert type(value) is float and math.isfinite(value) and value >= 0
-            assert value == float(kwargs.get(name, 0.01))
+            assert value == float(kwargs.get(name, DEFAULTS.get(name, 0.01)))
     assert_round_trips(regularizer)
 
 

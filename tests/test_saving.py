@@ -24,7 +24,9 @@ def saved(tmp_path_factory):
                 bias_regularizer=keras_l1.ElasticNetRegularizer(0.02, 0.03),
             ),
             keras.layers.Dense(
-                2, kernel_regularizer=keras_l1.GroupLassoRegularizer(0.05, group_axis=0)
+                2,
+                kernel_regularizer=keras_l1.GroupLassoRegularizer(0.05, group_axis=0),
+                bias_regularizer=keras_l1.LogSumRegularizer(0.04, epsilon=0.1),
             ),
         ]
     )
@@ -75,11 +77,13 @@ class TestSaving:
         out["optimizer"] = type(model.optimizer).__name__
         out["inner"] = type(model.optimizer.inner_optimizer).__name__
         out["regularizer"] = model.layers[0].kernel_regularizer.get_config()
+        out["log_sum"] = model.layers[1].bias_regularizer.get_config()
         custom = keras.saving.load_model(
             {path!r},
             custom_objects={{"L1Regularizer": keras_l1.L1Regularizer,
                             "ElasticNetRegularizer": keras_l1.ElasticNetRegularizer,
                             "GroupLassoRegularizer": keras_l1.GroupLassoRegularizer,
+                            "LogSumRegularizer": keras_l1.LogSumRegularizer,
                             "ProximalOptimizer": keras_l1.ProximalOptimizer}},
             safe_mode=True,
         )
@@ -91,6 +95,7 @@ class TestSaving:
         assert out["losses"] == expected["losses"]
         assert (out["optimizer"], out["inner"]) == ("ProximalOptimizer", "Adam")
         assert out["regularizer"] == {"l1": 0.01}
+        assert out["log_sum"] == {"l1": 0.04, "epsilon": 0.1}
 
     def test_loading_without_import_fails_loudly(self, fresh_python, saved):
         folder, _ = saved
