@@ -619,7 +619,7 @@ class LogSumRegularizer(_ProximalRegularizer):
         l1: Non-negative finite float, the strength: the penalty's slope at
             zero. Defaults to `0.01`.
         epsilon: Positive finite float, the weight magnitude where the slope
-            has fallen to half of `l1`. Defaults to `0.001`.
+            has fallen to half of `l1`. Defaults to `0.01`.
 
     Returns:
         Called on a weight tensor, a float32 scalar: the penalty.
@@ -642,7 +642,7 @@ class LogSumRegularizer(_ProximalRegularizer):
 
     _config_keys = frozenset({"l1", "epsilon"})
 
-    def __init__(self, l1: float = 0.01, epsilon: float = 1e-3):
+    def __init__(self, l1: float = 0.01, epsilon: float = 0.01):
         super().__init__()
         self.l1 = check_non_negative_float("l1", l1)
         self.epsilon = check_float_in("epsilon", epsilon, 0.0, math.inf, "(0, inf)")

@@ -121,7 +121,7 @@ REGULARIZERS = {
     keras_l1.GroupLassoRegularizer: {"l1": is_non_negative_float, "group_axis": is_int},
     keras_l1.LogSumRegularizer: {"l1": is_non_negative_float, "epsilon": is_positive_float},
 }
-DEFAULTS = {"group_axis": 0, "epsilon": 1e-3}
+DEFAULTS = {"group_axis": 0, "epsilon": 0.01}
 
 
 def check_regularizer_outcome(cls, kwargs, build):
