@@ -662,16 +662,28 @@ class LogSumRegularizer(_ProximalRegularizer):
         epsilon = ops.cast(self.epsilon, w.dtype)
         magnitude = ops.abs(w)
         # The stationary points for y > 0 solve
-        # y² + (epsilon − |w|)·y + (threshold − |w|)·epsilon = 0; the larger
-        # root is the local minimum, if the discriminant is not negative.
-        discriminant = ops.square(magnitude + epsilon) - 4 * threshold * epsilon
-        root = ops.maximum((magnitude - epsilon + ops.sqrt(ops.maximum(discriminant, 0))) / 2, 0)
-        # y = 0 is a local minimum too where |w| < threshold: keep whichever
-        # costs less.
+        # y² − d·y − (|w| − threshold)·epsilon = 0, with d = |w| − epsilon; the
+        # larger root, if real, is the local minimum. Written so that neither
+        # form cancels: (d + √D)/2 for d >= 0 and 2q/(√D − d) for d < 0, with
+        # q = 4·epsilon·(|w| − threshold) and D = d² + q (where epsilon is much
+        # larger than the weights, `(|w| + epsilon)² − 4·threshold·epsilon`
+        # would lose every digit of the root in float32).
+        d = magnitude - epsilon
+        q = 4 * epsilon * (magnitude - threshold)
+        discriminant = ops.square(d) + q
+        root_of_discriminant = ops.sqrt(ops.maximum(discriminant, 0))
+        large = (d + root_of_discriminant) / 2
+        denominator = root_of_discriminant - d
+        small = q / (2 * ops.where(denominator > 0, denominator, ops.ones_like(denominator)))
+        root = ops.maximum(ops.where(d >= 0, large, small), 0)
+        # Beyond the threshold 0 is not a minimum and the root is the
+        # solution; below it 0 is a local minimum too: keep whichever costs
+        # less.
         cost_at_root = ops.square(root - magnitude) / 2 + threshold * epsilon * ops.log1p(
             root / epsilon
         )
-        keep = (discriminant >= 0) & (cost_at_root < ops.square(magnitude) / 2)
+        cheaper = cost_at_root < ops.square(magnitude) / 2
+        keep = (discriminant >= 0) & ((magnitude > threshold) | cheaper)
         return ops.where(keep, ops.sign(w) * root, ops.zeros_like(w))
 
     def _penalty_gradient(self, w):
