@@ -67,6 +67,29 @@ class TestMeasure:
         stats = measure(regularized_weights(model), 0.0)
         assert stats[0, 1:].tolist() == [1, 1, 4]
 
+    def test_log_sum_penalty_and_non_finite_entries(self, path):
+        # Its penalty is NaN where a weight is: the entries are then counted.
+        model = keras.Sequential(
+            [
+                keras.Input((2,)),
+                keras.layers.Dense(
+                    3,
+                    use_bias=False,
+                    kernel_regularizer=keras_l1.LogSumRegularizer(0.5, epsilon=0.1),
+                ),
+            ]
+        )
+        kernel = np.array([[1.0, 0.0, -3.0], [0.25, 0.0, 0.5]], "float32")
+        model.layers[0].kernel.assign(kernel)
+        stats = measure(regularized_weights(model), 0.0)
+        penalty = 0.5 * 0.1 * np.log1p(np.abs(kernel.astype("float64")) / 0.1).sum()
+        np.testing.assert_allclose(stats[0, 0], penalty, rtol=1e-6)
+        assert stats[0, 1:].tolist() == [2, 0, 6]
+        kernel[1, 0] = np.nan
+        model.layers[0].kernel.assign(kernel)
+        stats = measure(regularized_weights(model), 0.0)
+        assert np.isnan(stats[0, 0]) and stats[0, 1:].tolist() == [2, 1, 6]
+
     def test_finite_weights_whose_sum_overflows_are_finite(self, path):
         model = _model([[3e38, 3e38, 0.0], [3e38, 0.0, 0.0]], [[0.0], [2.0], [-1.0]])
         stats = measure(regularized_weights(model), 0.0)
