@@ -227,36 +227,46 @@ class TestLogSumRegularizer:
         np.testing.assert_allclose(float(value), expected, rtol=1e-6)
 
     @pytest.mark.parametrize("epsilon", [0.01, 0.5, 2.0])
-    def test_prox_solves_its_problem(self, epsilon):
-        # The problem is not convex: where |x| is just above the dead zone of
-        # small epsilons, a root and 0 are both local minima; the search
-        # over the grid finds the global one.
+    def test_prox_solves_its_problem_beyond_the_threshold(self, epsilon):
+        # Beyond |x| = step·l1 (0.4 here) the problem has one minimizer,
+        # found here by a search over a grid.
         reg = keras_l1.LogSumRegularizer(l1=0.5, epsilon=epsilon)
         step = 0.8
-        points = np.array([-3.0, -0.9, -0.41, -0.39, 0.0, 0.2, 0.4, 0.45, 0.6, 1.0, 2.5])
+        points = np.array([-3.0, -0.9, -0.41, 0.401, 0.45, 0.6, 1.0, 2.5])
         got = ops.convert_to_numpy(reg.prox(points, step))
         for x, y in zip(points, got):
             expected = log_sum_prox_by_search(x, step * 0.5, epsilon)
             assert abs(y - expected) < 2e-5, (x, y, expected)
+            assert y != 0
 
-    def test_prox_zeroes_small_weights(self):
-        # No stationary point but 0 below |x| = 2·sqrt(threshold·epsilon) − epsilon.
-        reg = keras_l1.LogSumRegularizer(l1=1.0, epsilon=0.1)
-        edge = 2 * math.sqrt(0.5 * 0.1) - 0.1
-        points = np.array([0.0, 0.1, -0.3, edge - 1e-3, -(edge - 1e-3)])
+    @pytest.mark.parametrize("epsilon", [0.01, 0.5, 2.0])
+    def test_prox_dead_zone_is_the_soft_thresholds(self, epsilon):
+        # Within |x| <= step·l1, 0 is a local minimizer (the objective's slope
+        # at 0⁺ is step·l1 − |x| >= 0), returned as L1's soft-threshold does.
+        reg = keras_l1.LogSumRegularizer(l1=1.0, epsilon=epsilon)
+        points = np.array([0.0, 0.1, -0.3, 0.5, -0.5])
         np.testing.assert_array_equal(ops.convert_to_numpy(reg.prox(points, 0.5)), 0.0)
-        # Unlike L1's, the zero region ends below the threshold (0.5) here:
-        # with a penalty that flattens, keeping 0.5 is cheaper.
-        kept = float(ops.convert_to_numpy(reg.prox(np.array([0.5]), 0.5))[0])
-        np.testing.assert_allclose(kept, 0.4, rtol=1e-6)
+        grid = np.linspace(0, 1e-4, 1001)
+        for x in np.abs(points[np.abs(points) < 0.5]):
+            objective = 0.5 * (grid - x) ** 2 + 0.5 * epsilon * np.log1p(grid / epsilon)
+            assert np.argmin(objective) == 0
 
     def test_prox_per_coordinate_step(self):
         reg = keras_l1.LogSumRegularizer(l1=0.5, epsilon=0.2)
-        x, steps = np.array([1.0, 1.0, -2.0]), np.array([0.1, 10.0, 1.0])
+        x, steps = np.array([1.0, 1.0, -2.0]), np.array([0.1, 3.0, 1.0])
         got = ops.convert_to_numpy(reg.prox(x, steps))
-        expected = [log_sum_prox_by_search(v, t * 0.5, 0.2) for v, t in zip(x, steps)]
+        expected = [log_sum_prox_by_search(x[0], 0.05, 0.2), 0.0]
+        expected.append(log_sum_prox_by_search(x[2], 0.5, 0.2))
         np.testing.assert_allclose(got, expected, atol=2e-5)
-        assert got[1] == 0.0
+
+    def test_fixed_point_is_stationary(self):
+        # w = prox(w − step·g, step) exactly where g + l1·ε·sign(w)/(ε + |w|) = 0
+        # for w ≠ 0 and |g| <= l1 for w = 0: the stationarity conditions.
+        reg = keras_l1.LogSumRegularizer(l1=0.5, epsilon=0.1)
+        w = np.array([0.0, 0.0, 0.7, -1.3])
+        g = np.array([0.3, -0.5, -0.5 * 0.1 / 0.8, 0.5 * 0.1 / 1.4])
+        result = ops.convert_to_numpy(reg.prox(w - 0.2 * g, 0.2))
+        np.testing.assert_allclose(result, w, atol=1e-6)
 
     def test_large_epsilon_is_l1(self):
         # In float32: where epsilon dwarfs the weights, the root must not be
