@@ -28,7 +28,13 @@ def bench():
 class TestBenchStep:
     def test_every_configuration_trains(self, bench):
         bench_step = bench("bench_step")
-        rows = ("none", "Keras L1", "L1Regularizer + prox", "GroupLassoRegularizer + prox")
+        rows = (
+            "none",
+            "Keras L1",
+            "L1Regularizer + prox",
+            "GroupLassoRegularizer + prox",
+            "LogSumRegularizer + prox",
+        )
         results = bench_step.run(
             sizes=(16, 32, 4),
             batch=8,
