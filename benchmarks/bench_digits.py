@@ -174,7 +174,7 @@ def magnitude_masks(model, target: float) -> list:
 
 # The log-sum penalty's `epsilon`, chosen on validation splits (80/20 of
 # each seed's training data, seeds 0-9), never on the test images.
-EPSILON = 0.01
+EPSILON = 1e-3
 
 
 def log_sum_from_dense(dense, data, sizes, l1: float, epochs: int, batch_size: int, seed: int):
