@@ -656,6 +656,9 @@ class LogSumRegularizer(_ProximalRegularizer):
     """
 
     _config_keys = frozenset({"l1", "epsilon"})
+    # A logarithm, a division and their gradient: run one by one, TensorFlow's
+    # kernels made a graph step 1.26x (SGD) the time of one without a penalty.
+    _compile_in_graphs = True
 
     def __init__(self, l1: float = 0.01, epsilon: float = 0.01):
         super().__init__()
