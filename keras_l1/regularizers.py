@@ -651,7 +651,7 @@ class LogSumRegularizer(_ProximalRegularizer):
     >>> round(float(reg(np.array([0.0, 1.0, -3.0]))), 6)  # 0.5 * (log 2 + log 4)
     1.039721
     >>> # 0.25 is in the dead zone; roots of y² − y − 1.5 and y² − 3y − 3.5.
-    >>> np.asarray(reg.prox(np.array([0.25, 2.0, -4.0]), 1.0)).round(4).tolist()
+    >>> np.asarray(reg.prox(np.array([0.25, 2.0, -4.0]), 1.0), "float64").round(4).tolist()
     [0.0, 1.8229, -3.8979]
     """
 
