@@ -13,7 +13,6 @@ from keras_l1.inspection import feature_layer
 from keras_l1.inspection import selected_features
 from keras_l1.regularizers import ElasticNetRegularizer
 from keras_l1.regularizers import L1Regularizer
-from keras_l1.regularizers import LogSumRegularizer
 from keras_l1.regularizers import as_proximal
 from keras_l1.scheduling import StrengthFactor
 
@@ -297,8 +296,8 @@ def regularization_path(
     `l1_max(x, y)` (see `keras_l1.path.l1_max`) down to `min_ratio · l1_max`,
     evenly spaced in log scale. That needs a model whose `l1_max` is known
     from the data: a linear model (one Dense layer with linear activation and
-    an `L1Regularizer`, `ElasticNetRegularizer` or `LogSumRegularizer` of
-    strength `l1` on its kernel) compiled with mean squared error. For other models pass
+    an `L1Regularizer` / `ElasticNetRegularizer` of strength `l1` on its
+    kernel) compiled with mean squared error. For other models pass
     `l1_values`.
 
     For a linear model compiled with `ProximalOptimizer(SGD(lr))`, `lr` at
@@ -490,10 +489,9 @@ def _check_closed_form(model, linear, l1: float) -> None:
         reason = f"it is compiled with loss={model.loss!r}, not mean squared error"
     else:
         regularizer = as_proximal(linear.kernel.regularizer)
-        # The log-sum penalty has slope `l1` at 0 too: all-zero is a (local)
-        # minimum from the same `l1_max` on.
-        kinds = (L1Regularizer, ElasticNetRegularizer, LogSumRegularizer)
-        if not isinstance(regularizer, kinds) or not math.isclose(regularizer.l1, l1, rel_tol=1e-6):
+        if not isinstance(regularizer, (L1Regularizer, ElasticNetRegularizer)) or not math.isclose(
+            regularizer.l1, l1, rel_tol=1e-6
+        ):
             reason = (
                 f"its kernel regularizer is {linear.kernel.regularizer!r}, not an L1 "
                 "penalty of strength `l1`"
