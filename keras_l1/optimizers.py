@@ -21,6 +21,7 @@ from keras_l1._validation import check_float_in
 from keras_l1._validation import check_non_negative_float
 from keras_l1._validation import short_repr
 from keras_l1.regularizers import GroupLassoRegularizer
+from keras_l1.regularizers import _non_negative
 from keras_l1.regularizers import _ProximalRegularizer
 from keras_l1.regularizers import _sum_of_non_negative_over
 from keras_l1.regularizers import as_proximal
@@ -50,7 +51,7 @@ def _adam_root(optimizer, index):
     return ops.sqrt(states[index])
 
 
-def _adam_group_step(optimizer, index, lr, dtype, axes):
+def _adam_group_step(optimizer, index, lr, dtype, axes, fused):
     # The harmonic mean within each group of Adam's step `alpha / (sqrt(v) + ε)`
     # (what `GroupLassoRegularizer.prox` takes of a per-coordinate step) is
     # `alpha / (mean(sqrt(v)) + ε)`. Said so, it reduces `sqrt(v)`, which the
@@ -58,6 +59,16 @@ def _adam_group_step(optimizer, index, lr, dtype, axes):
     # on CPU a reduction reads its input from memory, so that is a pass over
     # the weight's size written and read fewer.
     root = _adam_root(optimizer, index)
+    if fused:
+        # Next to the fused update, XLA would compute `sqrt(v)` once for the
+        # update and this sum and write it out to share it: a pass over the
+        # weight's size written and read back, 2-4% of an Adam step of an MLP
+        # 784-1024-1024-10 on TensorFlow here. `_non_negative(v)` is the
+        # same `v` (a mean of squares) in another expression, so each loop
+        # takes its own square root. Not after Keras's own update (JAX,
+        # PyTorch), where sharing it was 3% faster on JAX.
+        states = optimizer._velocity_hats if optimizer.amsgrad else optimizer._velocities
+        root = ops.sqrt(_non_negative(states[index]))
     count = math.prod(root.shape[a] for a in axes)
     root = _sum_of_non_negative_over(root, axes) / count
     return _adam_alpha(optimizer, lr, dtype) / (root + optimizer.epsilon)
@@ -404,7 +415,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
                     lr = ops.cast(learning_rate, variable.dtype)
                     moved, step = fused(inner, gradient, variable, lr)
                     regularizer = self._regularizer_of(variable)
-                    step = self._group_step(variable, lr, step)
+                    step = self._group_step(variable, lr, step, fused=True)
                     inner.assign(variable, regularizer.prox(moved, step))
 
             def proximal_update_step(gradient, variable, learning_rate):
@@ -431,14 +442,14 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
 
             inner._backend_update_step = proximal_backend_update_step
 
-    def _group_step(self, variable, lr, step):
+    def _group_step(self, variable, lr, step, fused=False):
         """Adam's step as `GroupLassoRegularizer` takes it, one per group; else `step`."""
         regularizer = self._regularizer_of(variable)
         if self._step_rule is not _adam_step or not isinstance(regularizer, GroupLassoRegularizer):
             return step
         index = self.inner_optimizer._get_variable_index(variable)
         axes = regularizer._reduce_axes(variable)
-        return _adam_group_step(self.inner_optimizer, index, lr, variable.dtype, axes)
+        return _adam_group_step(self.inner_optimizer, index, lr, variable.dtype, axes, fused)
 
     def _regularizer_of(self, variable):
         return self._regularizers[self.inner_optimizer._get_variable_index(variable)]
