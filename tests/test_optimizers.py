@@ -624,30 +624,37 @@ class TestGroupLassoWithAdaptiveSteps:
         # drops, and never all of them.
         assert kept.sum() >= 3 and not np.any(kept & ~reference_kept)
 
+    @pytest.mark.parametrize("amsgrad", [False, True], ids=["adam", "amsgrad"])
     @pytest.mark.parametrize("fused", [True, False], ids=["fused", "separate"])
-    def test_adam_group_step_is_the_harmonic_mean_of_adam_steps(self, fused):
+    def test_adam_group_step_is_the_harmonic_mean_of_adam_steps(self, fused, amsgrad):
         # Adam's per-coordinate step `alpha / (sqrt(v) + ε)`, replaced within
         # each group (rows here) by its harmonic mean, the threshold of the
-        # block soft-threshold; against NumPy over a few steps.
-        lr, l1, beta_1, beta_2, epsilon = 0.1, 0.05, 0.9, 0.999, 1e-7
+        # block soft-threshold; against NumPy over a few steps. With AMSGrad,
+        # `v` is the running maximum: a short memory and shrinking gradients
+        # make it differ from `v`.
+        lr, l1, beta_1, beta_2, epsilon = 0.1, 0.05, 0.9, 0.5 if amsgrad else 0.999, 1e-7
         cls = keras.optimizers.Adam if fused else overriding(keras.optimizers.Adam)
-        optimizer = keras_l1.ProximalOptimizer(cls(lr, beta_1, beta_2, epsilon))
+        optimizer = keras_l1.ProximalOptimizer(cls(lr, beta_1, beta_2, epsilon, amsgrad=amsgrad))
         rng = np.random.default_rng(3)
         w = rng.normal(size=(4, 3)).astype("float32")
         variable = regularized_variable(w, keras_l1.GroupLassoRegularizer(l1, group_axis=0))
         m = np.zeros((4, 3))
         v = np.zeros((4, 3))
+        v_max = np.zeros((4, 3))
         w = w.astype(np.float64)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             for t in range(1, 4):
                 # Column scales 0.1 to 10: very different steps within a group.
                 g = rng.normal(size=(4, 3)) * np.array([[0.1, 1.0, 10.0]])
+                if amsgrad:
+                    g /= 10.0 ** (t - 1)
                 apply_gradients(optimizer, [g.astype("float32")], [variable])
                 m += (g - m) * (1 - beta_1)
                 v += (g**2 - v) * (1 - beta_2)
+                v_max = np.maximum(v_max, v)
                 alpha = lr * np.sqrt(1 - beta_2**t) / (1 - beta_1**t)
-                step = alpha / (np.sqrt(v) + epsilon)
+                step = alpha / (np.sqrt(v_max if amsgrad else v) + epsilon)
                 moved = w - m * step
                 group_step = 1 / np.mean(1 / step, axis=1, keepdims=True)
                 norms = np.linalg.norm(moved, axis=1, keepdims=True)
