@@ -20,6 +20,9 @@ sparsity lands in `[target, target + 1%]`. Methods:
   not zeroed before its gradient has had a chance to show it is useful).
 - L1 + prox (SGD): the same as the first with `ProximalOptimizer(SGD(0.05, momentum=0.9))`,
   and fine-tuned as above.
+- L1 + prox (SGD) from dense: `L1Regularizer` started from the dense
+  network, with the recipe of "log-sum + prox (SGD) from dense" below
+  unchanged, and fine-tuned as that row is.
 - log-sum + prox (SGD): `LogSumRegularizer(l1, epsilon=EPSILON)` on every
   kernel (reweighted L1: each weight's strength `l1·ε/(ε + |w|)` from its
   current value, so large weights are hardly shrunk) with
@@ -179,10 +182,10 @@ def magnitude_masks(model, target: float) -> list:
 EPSILON = 1e-3
 
 
-def log_sum_from_dense(dense, data, sizes, l1: float, epochs: int, batch_size: int, seed: int):
-    """`epochs` of log-sum + prox (SGD) started from the weights of `dense`."""
+def from_dense(dense, regularizer, data, sizes, epochs: int, batch_size: int, seed: int):
+    """`epochs` of `regularizer()` + prox (SGD) started from the weights of `dense`."""
     x_train, _, y_train, _ = data
-    model = build(sizes, lambda: keras_l1.LogSumRegularizer(l1, EPSILON), seed=seed)
+    model = build(sizes, regularizer, seed=seed)
     for variable, value in zip(model.trainable_weights, dense.trainable_weights):
         variable.assign(value)
     optimizer = keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.2, momentum=0.9))
@@ -236,16 +239,20 @@ def search_l1(fit, targets, tolerance: float, low: float, high: float, max_fits:
 
 LOG_SUM = "log-sum + prox (SGD)"
 FROM_DENSE = "log-sum + prox (SGD) from dense"
+L1_FROM_DENSE = "L1 + prox (SGD) from dense"
 METHODS = (
     "L1 + prox (Adam)",
     "L1 + prox (Adam), 10-epoch warm-up",
     "L1 + prox (SGD)",
+    L1_FROM_DENSE,
     LOG_SUM,
     FROM_DENSE,
     "group lasso + prox (SGD)",
 )
 # Also refit on their support without the penalty, as pruning is (the relaxed lasso).
-FINE_TUNED = ("L1 + prox (Adam)", "L1 + prox (SGD)", LOG_SUM, FROM_DENSE)
+FINE_TUNED = ("L1 + prox (Adam)", "L1 + prox (SGD)", L1_FROM_DENSE, LOG_SUM, FROM_DENSE)
+# Started from the dense network, which spent part of the fine-tuning budget.
+STARTED_FROM_DENSE = (L1_FROM_DENSE, FROM_DENSE)
 # Where the search for `l1` starts: the log-sum slope `l1·ε/(ε + |w|)` is a
 # fraction of `l1` for a typical weight.
 BRACKETS = {LOG_SUM: (1e-4, 1e-1), FROM_DENSE: (1e-4, 1e-1)}
@@ -286,8 +293,23 @@ def _fitters(
             lambda l1: keras_l1.LogSumRegularizer(l1, EPSILON),
             lambda: keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.05, momentum=0.9)),
         ),
-        FROM_DENSE: lambda l1: log_sum_from_dense(
-            dense, data, sizes, l1, from_dense_epochs, batch_size, seed
+        L1_FROM_DENSE: lambda l1: from_dense(
+            dense,
+            lambda: keras_l1.L1Regularizer(l1),
+            data,
+            sizes,
+            from_dense_epochs,
+            batch_size,
+            seed,
+        ),
+        FROM_DENSE: lambda l1: from_dense(
+            dense,
+            lambda: keras_l1.LogSumRegularizer(l1, EPSILON),
+            data,
+            sizes,
+            from_dense_epochs,
+            batch_size,
+            seed,
         ),
         "group lasso + prox (SGD)": fit(
             lambda l1: keras_l1.GroupLassoRegularizer(l1, group_axis=0),
@@ -340,7 +362,7 @@ def run_seed(
         found = search_l1(fitters[method], targets, tolerance, low, high, max_fits)
         # Every fine-tuned row trains as long as pruning: the row started from
         # the dense network spent `from_dense_epochs` of that budget.
-        refit_epochs = fine_tune_epochs - (from_dense_epochs if method == FROM_DENSE else 0)
+        refit_epochs = fine_tune_epochs - (from_dense_epochs if method in STARTED_FROM_DENSE else 0)
         for target, (l1, _, model) in found.items():
             results.append(record(method, target, model, l1))
             if method in FINE_TUNED:
