@@ -275,6 +275,11 @@ def _fitters(
             callbacks(),
         )
 
+    def fit_from_dense(regularizer):
+        return lambda l1: from_dense(
+            dense, lambda: regularizer(l1), data, sizes, from_dense_epochs, batch_size, seed
+        )
+
     return {
         "L1 + prox (Adam)": fit(
             keras_l1.L1Regularizer,
@@ -293,24 +298,8 @@ def _fitters(
             lambda l1: keras_l1.LogSumRegularizer(l1, EPSILON),
             lambda: keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.05, momentum=0.9)),
         ),
-        L1_FROM_DENSE: lambda l1: from_dense(
-            dense,
-            lambda: keras_l1.L1Regularizer(l1),
-            data,
-            sizes,
-            from_dense_epochs,
-            batch_size,
-            seed,
-        ),
-        FROM_DENSE: lambda l1: from_dense(
-            dense,
-            lambda: keras_l1.LogSumRegularizer(l1, EPSILON),
-            data,
-            sizes,
-            from_dense_epochs,
-            batch_size,
-            seed,
-        ),
+        L1_FROM_DENSE: fit_from_dense(keras_l1.L1Regularizer),
+        FROM_DENSE: fit_from_dense(lambda l1: keras_l1.LogSumRegularizer(l1, EPSILON)),
         "group lasso + prox (SGD)": fit(
             lambda l1: keras_l1.GroupLassoRegularizer(l1, group_axis=0),
             lambda: keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.05, momentum=0.9)),

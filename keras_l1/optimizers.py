@@ -46,9 +46,13 @@ def _adam_alpha(optimizer, lr, dtype):
     )
 
 
-def _adam_root(optimizer, index):
+def _adam_velocity(optimizer, index):
     states = optimizer._velocity_hats if optimizer.amsgrad else optimizer._velocities
-    return ops.sqrt(states[index])
+    return states[index]
+
+
+def _adam_root(optimizer, index):
+    return ops.sqrt(_adam_velocity(optimizer, index))
 
 
 def _adam_group_step(optimizer, index, lr, dtype, axes, fused):
@@ -58,17 +62,15 @@ def _adam_group_step(optimizer, index, lr, dtype, axes, fused):
     # update computes anyway, instead of a reciprocal of the step: under XLA
     # on CPU a reduction reads its input from memory, so that is a pass over
     # the weight's size written and read fewer.
-    root = _adam_root(optimizer, index)
-    if fused:
-        # Next to the fused update, XLA would compute `sqrt(v)` once for the
-        # update and this sum and write it out to share it: a pass over the
-        # weight's size written and read back, 2-4% of an Adam step of an MLP
-        # 784-1024-1024-10 on TensorFlow here. `_non_negative(v)` is the
-        # same `v` (a mean of squares) in another expression, so each loop
-        # takes its own square root. Not after Keras's own update (JAX,
-        # PyTorch), where sharing it was 3% faster on JAX.
-        states = optimizer._velocity_hats if optimizer.amsgrad else optimizer._velocities
-        root = ops.sqrt(_non_negative(states[index]))
+    velocity = _adam_velocity(optimizer, index)
+    # Next to the fused update, XLA would compute `sqrt(v)` once for the
+    # update and this sum and write it out to share it: a pass over the
+    # weight's size written and read back, 2-4% of an Adam step of an MLP
+    # 784-1024-1024-10 on TensorFlow here. `_non_negative(v)` is the same `v`
+    # (a mean of squares) in another expression, so each loop takes its own
+    # square root. Not after Keras's own update (JAX, PyTorch), where sharing
+    # it was 3% faster on JAX.
+    root = ops.sqrt(_non_negative(velocity) if fused else velocity)
     count = math.prod(root.shape[a] for a in axes)
     root = _sum_of_non_negative_over(root, axes) / count
     return _adam_alpha(optimizer, lr, dtype) / (root + optimizer.epsilon)
