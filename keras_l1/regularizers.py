@@ -553,9 +553,12 @@ class GroupLassoRegularizer(_ProximalRegularizer):
     def _check_weight(self, w):
         self._reduce_axes(w)
 
-    def _group_norms(self, w):
+    def _group_squares(self, w):
         axes = self._reduce_axes(w)
-        squares = _sum_of_non_negative_over(ops.square(w), axes)
+        return _sum_of_non_negative_over(ops.square(w), axes), axes
+
+    def _group_norms(self, w):
+        squares, axes = self._group_squares(w)
         # sqrt has an infinite derivative at 0; feed it 1 there instead and
         # mask the result, so both the value and the gradient are 0.
         nonzero = squares > 0
@@ -582,7 +585,7 @@ class GroupLassoRegularizer(_ProximalRegularizer):
         """
         # A NumPy `w` times a torch tensor fails; a tensor times one works.
         w = ops.convert_to_tensor(w)
-        norms, axes = self._group_norms(w)
+        squares, axes = self._group_squares(w)
         step = ops.cast(self._scaled(step, proximal=True), w.dtype)
         # A step already shared within each group (an optimizer may give one)
         # is its own harmonic mean.
@@ -591,9 +594,18 @@ class GroupLassoRegularizer(_ProximalRegularizer):
             inverse = ops.mean(1 / ops.broadcast_to(step, w.shape), axis=axes, keepdims=True)
             step = 1 / inverse
         threshold = step * ops.cast(self._scale(w, axes), w.dtype)
-        safe = ops.where(norms > 0, norms, ops.ones_like(norms))
-        factor = ops.maximum(1 - threshold / safe, 0)
-        return w * ops.where(norms > 0, factor, ops.zeros_like(factor))
+        if _compiled_by_xla():
+            # Under XLA each operation on the per-group values is a small
+            # computation of its own, dispatched between the passes over the
+            # weight; on the broadcast values the same arithmetic fuses into
+            # the pass that scales the weight. Same values; an SGD step of
+            # bench_step's MLP took 0.4-0.9% less time in each of four
+            # same-process A/B runs (Adam: within the noise).
+            squares = ops.broadcast_to(squares, w.shape)
+        nonzero = squares > 0
+        norms = ops.sqrt(ops.where(nonzero, squares, ops.ones_like(squares)))
+        factor = ops.maximum(1 - threshold / norms, 0)
+        return w * ops.where(nonzero, factor, ops.zeros_like(factor))
 
     def _penalty_gradient(self, w):
         norms, axes = self._group_norms(w)
