@@ -92,7 +92,8 @@ def run(
     Each dict has `row`, `optimizer`, `jit`, `ms` (median wall milliseconds
     per step), `best_ms` (the fastest block), `cpu_ms` (median CPU
     milliseconds of this process per step, all threads), `all_ms` (every
-    block's wall time), `sparsity` (fraction of exactly zero kernel weights
+    block's wall time), `round_ms` (per round, the median block of the
+    configuration's models), `sparsity` (fraction of exactly zero kernel weights
     after the timed steps) and `loss` (last loss).
     """
     rng = np.random.default_rng(seed)
@@ -108,16 +109,19 @@ def run(
             models[config, instance] = model
     blocks = {config: [] for config in configs}
     cpu_blocks = {config: [] for config in configs}
+    round_blocks = {config: [[] for _ in range(repeats)] for config in configs}
     losses = {}
     keys = list(models)
-    for _ in range(repeats):
+    for round_index in range(repeats):
         for position in rng.permutation(len(keys)):
             config, instance = keys[position]
             model = models[config, instance]
             start, cpu_start = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 loss = model.train_on_batch(x, y)
-            blocks[config].append((time.perf_counter() - start) / steps * 1e3)
+            ms = (time.perf_counter() - start) / steps * 1e3
+            blocks[config].append(ms)
+            round_blocks[config][round_index].append(ms)
             cpu_blocks[config].append((time.process_time() - cpu_start) / steps * 1e3)
             losses[config] = float(loss)
     results = []
@@ -134,6 +138,7 @@ def run(
                 "best_ms": min(blocks[config]),
                 "cpu_ms": statistics.median(cpu_blocks[config]),
                 "all_ms": blocks[config],
+                "round_ms": [statistics.median(ms) for ms in round_blocks[config]],
                 "sparsity": zeros / size,
                 "loss": losses[config],
             }
@@ -165,6 +170,32 @@ def table(results, statistic: str = "ms") -> str:
             if ("Keras L1L2", opt, j) in by_key and row.startswith("ElasticNet"):
                 cell += f" · {ms / by_key[('Keras L1L2', opt, j)][statistic]:.3f}×L1L2"
             cells.append(cell)
+        lines.append(cells)
+    return _common.markdown_table(headers, lines)
+
+
+def paired_table(results) -> str:
+    """Markdown: each row's wall-time ratio to "none", paired by round.
+
+    A round times every model once, in a fresh random order, so a row and
+    "none" (same optimizer and jit setting) measured in one round share the
+    state of the machine; their ratio leaves out its drift between rounds.
+    Each cell is the median of the per-round ratios and, in brackets, their
+    10th and 90th percentiles: how far the ratio of a single round moves.
+    """
+    by_key = {(r["row"], r["optimizer"], r["jit"]): r for r in results}
+    columns = list(dict.fromkeys((r["optimizer"], r["jit"]) for r in results))
+    rows = [row for row in dict.fromkeys(r["row"] for r in results) if row != "none"]
+    headers = ["configuration"] + [f"{opt}{' jit' if j else ''}" for opt, j in columns]
+    lines = []
+    for row in rows:
+        cells = [row]
+        for opt, j in columns:
+            ratios = np.divide(
+                by_key[(row, opt, j)]["round_ms"], by_key[("none", opt, j)]["round_ms"]
+            )
+            low, median, high = np.percentile(ratios, [10, 50, 90])
+            cells.append(f"{median:.3f} ({low:.3f}–{high:.3f})")
         lines.append(cells)
     return _common.markdown_table(headers, lines)
 
@@ -202,6 +233,8 @@ def main(argv=None) -> int:
     results = run(**options)
     print("Wall time per step, median block:")
     print(table(results))
+    print("\nWall-time ratio to none, paired by round: median (10th–90th percentile):")
+    print(paired_table(results))
     print("\nCPU time per step (this process, all threads), median block:")
     print(table(results, "cpu_ms"))
     print(f"load average at end {_common.load_average()}")

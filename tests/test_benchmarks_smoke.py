@@ -52,6 +52,12 @@ class TestBenchStep:
         # Keras's subgradient L1 never lands on zero.
         assert all(r["sparsity"] == 0 for r in results if r["row"] == "Keras L1")
         assert bench_step.table(results).count("\n") == len(rows) + 1
+        # One round: each paired ratio is that round's, its percentiles too.
+        by_key = {(r["row"], r["optimizer"]): r for r in results}
+        ratio = by_key["Keras L1", "SGD"]["round_ms"][0] / by_key["none", "SGD"]["round_ms"][0]
+        paired = bench_step.paired_table(results)
+        assert paired.count("\n") == len(rows)  # header, rule, every row but none
+        assert f"| Keras L1 | {ratio:.3f} ({ratio:.3f}–{ratio:.3f}) |" in paired
 
 
 class TestBenchPasses:

@@ -329,8 +329,9 @@ def compiled_value_and_gradient(regularizer, w, mode):
     """The penalty and its autodiff gradient, computed as a compiled step would.
 
     `mode` is `"eager"`, `"graph"` (a TensorFlow function without XLA, where
-    elastic net runs as XLA-compiled pieces) or `"xla"` (`jit_compile=True`
-    on TensorFlow, `jax.jit` on JAX), where the penalties take other forms.
+    elastic net, group lasso and log-sum run as XLA-compiled pieces) or
+    `"xla"` (`jit_compile=True` on TensorFlow, `jax.jit` on JAX), where the
+    penalties take other forms.
     """
     backend = keras.backend.backend()
     if backend == "tensorflow" and mode != "eager":
