@@ -33,7 +33,6 @@ import numpy as np
 from keras import ops
 
 import keras_l1
-from keras_l1.regularizers import _sum_of_non_negative_over
 
 L1 = 1e-4
 LEARNING_RATE = 0.01
@@ -57,11 +56,10 @@ def _pieces(weights, gradients, group, l1):
             w.assign(group.prox(w - lr * g, lr))
 
     def group_norms():
-        # The squared norms only (what the block prox reduces), kept alive in
-        # a variable the size of the groups.
+        # The squared norms only, as the block prox reduces them, kept alive
+        # in a variable the size of the groups.
         for w, g, out in zip(weights, gradients, norms):
-            z = w - lr * g
-            out.assign(_sum_of_non_negative_over(ops.square(z), (1,)))
+            out.assign(group._group_squares(w - lr * g)[0])
 
     def group_penalty():
         penalty.assign(sum(group(w) for w in weights))
