@@ -10,6 +10,7 @@ from keras_l1.regularizers import ElasticNetRegularizer
 from keras_l1.regularizers import GroupLassoRegularizer
 from keras_l1.regularizers import L1Regularizer
 from keras_l1.regularizers import LogSumRegularizer
+from keras_l1.regularizers import ProximalRegularizer
 from keras_l1.regularizers import soft_threshold
 from keras_l1.scheduling import L1Scheduler
 
@@ -22,6 +23,7 @@ __all__ = [
     "L1Scheduler",
     "LogSumRegularizer",
     "ProximalOptimizer",
+    "ProximalRegularizer",
     "SparsityLogger",
     "compact_model",
     "regularization_path",

@@ -144,7 +144,7 @@ def _host_view(value):
 
 def _sum_strengths(regularizer):
     """`(l1, l2)` if the penalty is `l1 * sum(|w|) + l2 * sum(w²)` (times the
-    strength factor), a term whose strength is None being absent; else None."""
+    a term whose strength is None being absent; else None."""
     kind = type(regularizer)
     # Keras's `L1` holds its strength as a float32 tensor (and multiplies by
     # it, so by the float32-rounded value): as Python floats.
@@ -167,7 +167,7 @@ _BLOCK = 1 << 18
 
 
 def _measure_array(array, tolerance: float, l1, l2):
-    """`(penalty before the strength factor, zeros, non-finite count)` of a host array.
+    """`(penalty, zeros, non-finite count)` of a host array.
 
     In blocks, so that the passes over a block (magnitudes, zero count, sums)
     read it from the cache and the temporaries stay small: about as fast as
@@ -204,7 +204,6 @@ def _measure_on_host(weights, tolerance: float):
     be measured in host memory, and the indices of the others (left at 0)."""
     rows = np.zeros((len(weights), 4))
     rest = []
-    factors = {}
     for index, weight in enumerate(weights):
         rows[index, 3] = math.prod(weight.variable.shape)
         strengths = _sum_strengths(weight.regularizer)
@@ -217,15 +216,9 @@ def _measure_on_host(weights, tolerance: float):
             rest.append(index)
             continue
         penalty, zeros, nonfinite = _measure_array(array, tolerance, *strengths)
-        factor = getattr(weight.regularizer, "_strength_factor", None)
-        if factor is not None and id(factor) not in factors:
-            # One read per factor: models share one among all regularizers.
-            factors[id(factor)] = np.float32(keras.ops.convert_to_numpy(factor))
-        # float32, as the regularizers return it and scale it.
+        # float32, as the regularizers return it.
         with np.errstate(over="ignore", invalid="ignore"):
             penalty = np.float32(penalty)
-            if factor is not None:
-                penalty = penalty * factors[id(factor)]
         rows[index, :3] = penalty, zeros, nonfinite
     return rows, rest
 
@@ -238,8 +231,7 @@ def measure(weights, tolerance: float):
     `L2`, `L1L2`) is measured by NumPy on a view of its memory, without a
     copy: in blocks that stay in the cache, each block read from memory
     once, so about as fast as one `np.count_nonzero` over the weights. The
-    penalty is the regularizer's formula with its strengths (and strength
-    factor), in float64 sums rounded to float32; the regularizer itself sums
+    penalty is the regularizer's formula with its strengths, in float64 sums rounded to float32; the regularizer itself sums
     in float32, so the two agree to float32 rounding.
 
     Any other weight (on an accelerator, in float16 or bfloat16, or with
@@ -267,9 +259,9 @@ def measure(weights, tolerance: float):
     return rows
 
 
-# Regularizers whose penalty depends only on the weight, the constructor
-# arguments (`get_config`) and keras_l1's strength factor variable, so a
-# traced call stays right as long as those three stay the same.
+# Regularizers whose penalty depends only on the weight and the constructor
+# arguments (`get_config`), so a traced call stays right as long as those
+# stay the same.
 _TRACEABLE_REGULARIZERS = (
     L1Regularizer,
     ElasticNetRegularizer,
@@ -291,7 +283,6 @@ def _trace_key(weights, tolerance: float):
         regularizer = weight.regularizer
         if type(regularizer) not in _TRACEABLE_REGULARIZERS:
             return None
-        factor = getattr(regularizer, "_strength_factor", None)
         key.append(
             (
                 id(weight.variable),
@@ -301,9 +292,6 @@ def _trace_key(weights, tolerance: float):
                 id(weight.variable.value) if backend == "tensorflow" else None,
                 id(regularizer),
                 tuple(regularizer.get_config().items()),
-                # The factor is a variable, read at each call; anything else
-                # would be frozen into the trace.
-                factor if isinstance(factor, (int, float)) else id(factor),
             )
         )
     return tuple(key)
@@ -345,25 +333,16 @@ def _jitted_measurement(weights, tolerance: float):
     """A `jax.jit` function returning `[penalty, zeros, screening sum]` rows."""
     import jax
 
-    # Strength factors are passed in, so their new values are read, not
-    # frozen into the compiled function.
-    factors = []
-    for weight in weights:
-        factor = getattr(weight.regularizer, "_strength_factor", None)
-        if isinstance(factor, keras.Variable) and not any(f is factor for f in factors):
-            factors.append(factor)
-
     traces = []
 
-    def run(values, factor_values):
+    def run(values):
         traces.append(1)  # runs when JAX traces, not when it runs the compiled code
-        with keras.StatelessScope(state_mapping=list(zip(factors, factor_values))):
-            penalties, screens, zeros = [], [], []
-            for weight, value in zip(weights, values):
-                penalty, screen = _penalty_and_screen(weight, value)
-                penalties.append(penalty)
-                screens.append(screen)
-                zeros.append(_zero_count(value, tolerance))
+        penalties, screens, zeros = [], [], []
+        for weight, value in zip(weights, values):
+            penalty, screen = _penalty_and_screen(weight, value)
+            penalties.append(penalty)
+            screens.append(screen)
+            zeros.append(_zero_count(value, tolerance))
         # Three vectors rather than a float64 matrix: without JAX's x64 mode
         # float64 is float32, which would round zero counts from 2**24.
         return ops.stack(penalties), ops.stack(zeros), ops.stack(screens)
@@ -372,7 +351,7 @@ def _jitted_measurement(weights, tolerance: float):
 
     def call():
         values = [weight.variable.value for weight in weights]
-        outputs = function(values, [factor.value for factor in factors])
+        outputs = function(values)
         return np.column_stack([np.asarray(output, np.float64) for output in outputs])
 
     call.tracing_count = lambda: len(traces)
@@ -384,11 +363,11 @@ class RepeatedMeasure:
 
     Weights that `measure` reads in host memory are read so at every call.
     For the others, on TensorFlow and JAX, the second time it measures the
-    same weights (the same variables, regularizers with the same arguments
-    and strength factor, and tolerance) it compiles their whole measurement
+    same weights (the same variables, regularizers with the same arguments,
+    and tolerance) it compiles their whole measurement
     into one function (`tf.function`, `jax.jit`), and runs that from then on:
     one call instead of several operations per weight, and the same numbers.
-    The function reads the weights and the strength factor when it runs; a
+    The function reads the weights when it runs; a
     change of any other part gives a new function. Weights with another
     regularizer (a custom callable could read Python state a trace would
     freeze), and PyTorch, are measured by `measure` at every call.

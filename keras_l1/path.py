@@ -14,7 +14,7 @@ from keras_l1.inspection import selected_features
 from keras_l1.regularizers import ElasticNetRegularizer
 from keras_l1.regularizers import L1Regularizer
 from keras_l1.regularizers import as_proximal
-from keras_l1.scheduling import StrengthFactor
+from keras_l1.scheduling import proximal_optimizer_of
 
 # float32 rounding can leave a coefficient at ±1e-8 exactly at l1_max; the
 # default grid starts this much above it, so its first fit is all zeros.
@@ -252,18 +252,6 @@ def _is_mse(loss) -> bool:
     )
 
 
-class _Bind(keras.callbacks.Callback):
-    def __init__(self, factor):
-        super().__init__()
-        self.factor = factor
-
-    def on_train_begin(self, logs=None):
-        self.factor.bind()
-
-    def on_train_end(self, logs=None):
-        self.factor.unbind()
-
-
 def regularization_path(
     build_model,
     x,
@@ -286,8 +274,8 @@ def regularization_path(
     log grid, each fit warm-started from the previous solution, so each one
     is short and the whole path costs little more than a single fit. The
     model is built **once**, by `build_model(l1_0)` with the largest strength;
-    each later strength is set through the model's strength factor (see
-    `keras_l1.L1Scheduler`) as `l1 / l1_0`, so the compiled training step is
+    each later strength is set through its `ProximalOptimizer`'s
+    `strength_factor` as `l1 / l1_0`, so the compiled training step is
     reused and the weights and optimizer state carry over. Every L1-type
     regularizer of the model is scaled by the same factor: build them with
     strengths proportional to `l1`.
@@ -307,7 +295,8 @@ def regularization_path(
 
     Args:
         build_model: Callable `build_model(l1) -> keras.Model` returning a
-            **compiled** model whose regularizers use strength `l1`.
+            model **compiled with `keras_l1.ProximalOptimizer`** whose
+            regularizers use strength `l1`.
         x: Training inputs, as accepted by `model.fit`.
         y: Training targets.
         l1_values: Sequence of non-negative strengths (sorted decreasing
@@ -407,8 +396,7 @@ def regularization_path(
             )
             model = build_model(float(grid[0]))
             linear = _linear_layer(model)
-    factor = StrengthFactor(model)
-    fit_kwargs["callbacks"] = [_Bind(factor), *fit_kwargs.get("callbacks", [])]
+    strength_factor = proximal_optimizer_of(model).strength_factor
     fit_kwargs.setdefault("verbose", 0)
 
     names = None
@@ -423,16 +411,22 @@ def regularization_path(
     rows = {key: [] for key in ("loss", "data_loss", "val", "penalty", "sparsity")}
     selected, metrics, val_metrics, coefs = [], [], [], []
     for l1 in grid:
-        factor.assign(float(l1 / grid[0]))
+        factor = float(l1 / grid[0])
+        strength_factor.assign(factor)
         model.fit(x, y, epochs=epochs, batch_size=batch_size, **fit_kwargs)
         stats = measure(regularized_weights(model), tolerance)
-        penalty = float(stats[:, 0].sum())
+        # The regularizers keep the strength `l1_0` they were built with, and
+        # the loss Keras reports counts that penalty; the one acting is
+        # `factor` times it.
+        built_penalty = float(stats[:, 0].sum())
+        penalty = factor * built_penalty
         size = stats[:, 3].sum()
         sparsity = float(stats[:, 1].sum() / size) if size else 0.0
         result = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
         metrics.append(result)
-        rows["loss"].append(result["loss"])
-        rows["data_loss"].append(result["loss"] - penalty)
+        data_loss = result["loss"] - built_penalty
+        rows["loss"].append(data_loss + penalty)
+        rows["data_loss"].append(data_loss)
         rows["penalty"].append(penalty)
         rows["sparsity"].append(sparsity)
         if validation_data is not None:
@@ -440,7 +434,7 @@ def regularization_path(
                 *validation_data, batch_size=batch_size, verbose=0, return_dict=True
             )
             val_metrics.append(val)
-            rows["val"].append(val["loss"] - penalty)
+            rows["val"].append(val["loss"] - built_penalty)
         if mappable:
             chosen = selected_features(model, tolerance, feature_names)
             names = chosen.feature_names

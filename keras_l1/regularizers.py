@@ -1,21 +1,21 @@
 """Weight regularizers whose penalty has a closed-form proximal operator.
 
-Each regularizer adds its penalty to the loss like any Keras regularizer, and
-also exposes `prox(w, step)`: the solution of
-`argmin_y ½‖y − w‖² + step · penalty(y)`. `keras_l1.ProximalOptimizer` applies
-that operator after each gradient step, which is what makes weights exactly
-zero; plain (sub)gradient descent on `|w|` only makes them oscillate around it.
+Each regularizer is a stateless config, like Keras's own: its penalty, the
+gradient plain optimizers follow and its proximal operator
+`prox(w, step) = argmin_y ½‖y − w‖² + step · penalty(y)` are pure functions of
+the weight, the step and the strengths given at construction. Used alone it
+adds its penalty to the loss like any Keras regularizer. With
+`keras_l1.ProximalOptimizer` the penalty's gradient is taken back out of the
+update and `prox` is applied instead, which is what makes weights exactly zero;
+plain (sub)gradient descent on `|w|` only makes them oscillate around it.
 """
 
 import math
-import sys
-import weakref
 from typing import Any
 
 import keras
 from keras import ops
 
-from keras_l1 import _xla
 from keras_l1._validation import check_config_keys
 from keras_l1._validation import check_float_in
 from keras_l1._validation import check_int
@@ -49,22 +49,9 @@ def soft_threshold(x: ArrayLike, threshold: ArrayLike) -> Tensor:
     """
     x = ops.convert_to_tensor(x)
     threshold = ops.cast(threshold, x.dtype)
-    # The same value, with the same single rounding of `|x| − threshold`, in
-    # fewer elementwise passes than `sign(x) * max(|x| − t, 0)`: this runs on
-    # every weight at every step.
-    return x - _clip(x, -threshold, threshold)
-
-
-def _clip(x, low, high):
-    # TensorFlow's `clip_by_value` (behind `ops.clip`) is a minimum then a
-    # maximum, two passes over `x`; its ClipByValue kernel is one. The kernel
-    # takes bounds of the shape of `x` or scalars, and has a gradient and an
-    # XLA lowering.
-    if keras.backend.backend() == "tensorflow" and tuple(low.shape) in ((), tuple(x.shape)):
-        import tensorflow as tf
-
-        return tf.raw_ops.ClipByValue(t=x, clip_value_min=low, clip_value_max=high)
-    return ops.clip(x, low, high)
+    # `x − clip(x, −t, t)` is `sign(x) · max(|x| − t, 0)` with the same single
+    # rounding of `|x| − t`, in fewer elementwise operations.
+    return x - ops.clip(x, -threshold, threshold)
 
 
 def _accumulation_dtype(dtype) -> str:
@@ -73,321 +60,84 @@ def _accumulation_dtype(dtype) -> str:
     return "float64" if keras.backend.standardize_dtype(dtype) == "float64" else "float32"
 
 
-def _abs_sum(w):
-    # Differentiated by the backends to `sign(w)`, 0 at 0, or under XLA
-    # through `_penalty_before_update` (JAX's own `abs` derivative at 0 is 1).
-    if keras.backend.backend() == "jax":
-        # JAX's XLA reduces `|w|` without writing it out (a JAX step with
-        # `L1Regularizer`: 1.03x none so, 1.06x as a product with ones).
-        return ops.sum(ops.abs(w))
-    return _sum_of_non_negative(ops.abs(w))
+class ProximalRegularizer(keras.regularizers.Regularizer):
+    """Base class of a penalty with a closed-form proximal operator.
 
+    Subclass it to add a penalty that `keras_l1.ProximalOptimizer` can make
+    exact: implement `penalty(w)` (its value), `gradient(w)` (what a plain
+    optimizer follows; pick 0 at kinks), `prox(w, step)` (the solution of
+    `argmin_y ½‖y − w‖² + step · penalty(y)`, where `step` is a scalar or a
+    per-coordinate tensor broadcastable to `w`) and `get_config()`; keep the
+    object stateless, and register it with
+    `@keras.saving.register_keras_serializable()` to save models that use it.
 
-def _compiled_by_xla() -> bool:
-    # JAX steps are always XLA-compiled; TensorFlow's only under `jit_compile`.
-    backend = keras.backend.backend()
-    return backend == "jax" or (backend == "tensorflow" and _xla.in_xla_function())
+    Calling the regularizer on a weight returns `penalty(w)` as a float32
+    scalar (summed in float32 whatever the weight dtype) whose gradient is
+    exactly `gradient(w)`: the loss never differentiates the formula itself.
+    So `ProximalOptimizer`, which subtracts `gradient(w)` from the gradient it
+    receives and applies `prox` instead, counts the penalty exactly once.
 
+    Example:
 
-def _sum_of_non_negative(values):
-    """`sum(values)` for values known to be non-negative (or NaN)."""
-    rows = _sums_over_trailing_axes(values, 1)
-    if rows is not None:
-        return ops.sum(rows)
-    return ops.sum(_non_negative(values))
-
-
-def _sum_of_non_negative_over(values, axes):
-    """`sum(values, axis=axes, keepdims=True)` for non-negative (or NaN) values."""
-    if axes and axes == tuple(range(axes[0], len(values.shape))):
-        sums = _sums_over_trailing_axes(values, axes[0])
-        if sums is not None:
-            return ops.reshape(sums, tuple(values.shape[: axes[0]]) + (1,) * len(axes))
-    return ops.sum(_non_negative(values), axis=axes, keepdims=True)
-
-
-# Rows longer than this are left to XLA's reduction (a dot product is one
-# accumulation per row).
-_MAX_ROW = 16384
-
-
-def _sums_over_trailing_axes(values, first_axis):
-    """Under XLA, the sums over the axes from `first_axis` on, or None.
-
-    XLA on CPU reads the operand of a reduction from memory: whatever
-    computes it (`|w|`, `w²`) is written out first, a whole extra pass over
-    the weight. A product of the rows with a vector of ones computes the same
-    sums with the operand fused into the product: 4% of a step of an MLP
-    784-1024-1024-10 here, all of the penalty's cost. Returns None outside
-    XLA and where that form does not apply (nothing to sum, or rows longer
-    than `_MAX_ROW`).
-    """
-    shape = tuple(values.shape)
-    if not _compiled_by_xla() or first_axis < 1 or len(shape) <= first_axis:
-        return None
-    row = math.prod(shape[first_axis:])
-    if not 1 < row <= _MAX_ROW:
-        return None
-    rows = ops.reshape(values, (-1, row))
-    return ops.matmul(rows, ops.ones((row,), values.dtype))
-
-
-def _non_negative(values):
-    # XLA on CPU turns `sum(a * b)` into a chain of fused multiply-adds, one
-    # element after the other: 4.5x slower than `sum(a)` over a 784 x 1024
-    # kernel (0.43 against 0.09 ms here), which it vectorizes. A `maximum`
-    # with 0 between the product and the sum keeps it vectorized; the operand
-    # is non-negative, so the value is the same, NaN stays NaN, and the
-    # gradient differs only where it is 0 anyway. (XLA drops an `abs` of a
-    # square, knowing it is non-negative.)
-    return ops.maximum(values, 0) if _compiled_by_xla() else values
-
-
-def _log1p(x):
-    """`log(1 + x)` for x >= 0, accurate for small x."""
-    if not _compiled_by_xla():
-        return ops.log1p(x)
-    # XLA's log1p evaluates a series and a logarithm and picks one: 1.6x the
-    # time of a logarithm. `log(u) · x / (u − 1)`, u = 1 + x rounded, corrects
-    # the rounding of `1 + x` with a division instead (Goldberg 1991): within a
-    # few ulps. Under XLA the gradient is `_penalty_gradient`, not this form's.
-    u = 1 + x
-    return ops.where(u == 1, x, ops.log(u) * (x / (u - 1)))
-
-
-def _elastic_net_sum(w, l1, l2):
-    """`l1 * sum(|w|) + l2 * sum(w²)` in as few passes over `w` as the backend allows."""
-    backend = keras.backend.backend()
-    if _compiled_by_xla():
-        # One reduction reading `w` once, where the two sums are two.
-        magnitude = ops.abs(w)
-        return _sum_of_non_negative(magnitude * (l1 + l2 * magnitude))
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        # L2Loss (`sum(w²) / 2`) is one kernel reading `w` once, with no
-        # temporary of its size; its gradient is one multiplication.
-        return l1 * ops.sum(ops.abs(w)) + (2 * l2) * tf.nn.l2_loss(w)
-    return l1 * _abs_sum(w) + l2 * ops.sum(ops.square(w))
-
-
-def _chain(optimizer):
-    # A LossScaleOptimizer wraps a ProximalOptimizer, which wraps the
-    # optimizer doing the update; any of them is the model's `optimizer`.
-    while optimizer is not None:
-        yield optimizer
-        optimizer = getattr(optimizer, "inner_optimizer", None)
-
-
-def _optimizer_of_caller(frame):
-    """The optimizer compiled into the model whose penalties are being summed.
-
-    Keras sums weight penalties in `Layer._get_regularization_losses`, called
-    on the model being trained (or evaluated) for its `losses`, whatever the
-    backend and whether `fit` or a user's `train_step` asked. Returns
-    `(found, optimizer)`; `found` is False for any other caller (a custom
-    training loop calling the regularizer itself, a logger measuring it) and
-    for a model that is not compiled.
-    """
-    if frame is None or frame.f_code.co_name != "_get_regularization_losses":
-        return False, None
-    owner = frame.f_locals.get("self")
-    optimizer = getattr(owner, "optimizer", None) if isinstance(owner, keras.Model) else None
-    return optimizer is not None, optimizer
-
-
-# Each regularizer's penalty value and gradient as XLA-compiled TensorFlow
-# functions, kept outside the object so that copying it copies no function.
-_COMPILED_PENALTIES = weakref.WeakKeyDictionary()
-
-
-class _ProximalRegularizer(keras.regularizers.Regularizer):
-    """Shared machinery: float32 accumulation and the proximal mode.
-
-    In proximal mode the penalty still enters the loss value, so `fit`
-    reports the true objective, but not its gradient: the proximal step
-    accounts for it instead, exactly once. The regularizer is in proximal
-    mode when the `ProximalOptimizer` that claimed it (at its build) is the
-    optimizer compiled into the model computing the loss. A loss computed
-    otherwise (a custom training loop) keeps the penalty's gradient, which
-    the claiming optimizer takes out again; under tf.distribute such a loss
-    is in proximal mode while the claiming optimizer exists.
+    >>> import keras, numpy as np, keras_l1
+    >>> from keras import ops
+    >>> class NonNegativeL1(keras_l1.ProximalRegularizer):
+    ...     '''`l1 * sum(w)` on `w >= 0` (and +inf elsewhere).'''
+    ...     def __init__(self, l1=0.01):
+    ...         self.l1 = l1
+    ...     def penalty(self, w):
+    ...         return self.l1 * ops.sum(w)
+    ...     def gradient(self, w):
+    ...         return ops.full_like(w, self.l1)
+    ...     def prox(self, w, step):
+    ...         return ops.maximum(w - ops.cast(step, w.dtype) * self.l1, 0)
+    ...     def get_config(self):
+    ...         return {"l1": self.l1}
+    >>> np.asarray(NonNegativeL1(0.5).prox(np.array([2.0, 0.2, -1.0]), 1.0)).tolist()
+    [1.5, 0.0, 0.0]
     """
 
-    _config_keys: frozenset = frozenset()
+    # The constructor arguments `from_config` accepts (None: not checked).
+    _config_keys: frozenset | None = None
 
-    def __init__(self):
-        # A weak reference to the ProximalOptimizer that claimed this
-        # regularizer: a claim ends with its optimizer, and a newer
-        # optimizer's claim replaces it.
-        self._claimant = None
-        # Whether the penalty gradient reached the most recent loss computed
-        # with this regularizer; `ProximalOptimizer` takes it out if so.
-        self._gradient_in_last_call = False
-        # A scalar variable multiplying the strength, attached by
-        # `L1Scheduler` / `regularization_path`. It belongs to a layer of the
-        # model, so compiled steps read its current value (a Python float, or
-        # a variable the model does not track, is frozen into the step on
-        # JAX). Never part of the config: `get_config` keeps the user's value.
-        self._strength_factor = None
-        # The same factor for the optimizer update (prox, gradient): on JAX that
-        # update sees only optimizer variables, so it reads a mirror they hold.
-        self._proximal_strength_factor = None
-
-    def _claim(self, optimizer):
-        self._claimant = weakref.ref(optimizer)
-
-    def _claiming_optimizer(self):
-        """The live `ProximalOptimizer` that claimed this regularizer, or None."""
-        return self._claimant() if self._claimant is not None else None
-
-    def _proximal_in_call(self, caller) -> bool:
-        claimant = self._claiming_optimizer()
-        if claimant is None:
-            return False
-        # A model recompiled with another optimizer (plain, or a new
-        # ProximalOptimizer not yet built) must see the penalty's gradient,
-        # even while the optimizer that claimed it is still referenced.
-        found, optimizer = _optimizer_of_caller(caller)
-        if found:
-            return any(o is claimant for o in _chain(optimizer))
-        # No compiled model computes this loss (a custom training loop): the
-        # gradient stays, and the claiming optimizer takes it out again, so
-        # any optimizer the loop uses counts the penalty once. Except under
-        # tf.distribute, where how the loop scales the penalty per replica is
-        # its own choice: there the claim decides.
-        return _xla.has_strategy()
-
-    def __call__(self, x):
-        proximal = self._proximal_in_call(sys._getframe(1))
-        self._gradient_in_last_call = not proximal
+    def __call__(self, x) -> Tensor:
         x = ops.convert_to_tensor(x)
-        self._check_weight(x)
+        self.check_weight(x)
         w = ops.cast(x, _accumulation_dtype(x.dtype))
-        if _compiled_by_xla():
-            return self._scaled(ops.cast(self._penalty_before_update(w, proximal), "float32"))
-        if proximal:
-            w = ops.stop_gradient(w)
-        if self._compile_in_graphs and _xla.should_compile() and _xla.in_function():
-            penalty = self._compiled_penalty(w, proximal)
-        else:
-            penalty = self._penalty(w)
-        return self._scaled(ops.cast(penalty, "float32"))
+        return ops.cast(self._penalty_with_gradient(w), "float32")
 
-    def _penalty_before_update(self, w, proximal):
-        """The penalty in a step compiled with XLA (TensorFlow's `jit_compile`, JAX).
+    def _penalty_with_gradient(self, w):
+        """`penalty(w)` as a value whose derivative is `gradient(w)`.
 
-        XLA updates a weight in place, but only once it can prove that every
-        read of the old value came first. The penalty's sum feeds the
-        reported loss and nothing the update needs, so XLA cannot, and
-        copies the whole weight at the start of every step instead (3.2 MB
-        for a 784 x 1024 kernel, a 1-2% slower step here). The gradient
-        defined here depends on the penalty's value through a term that is
-        exactly 0, which orders the sum before the update and saves the copy.
-        In proximal mode that gradient is all the weight receives: zeros.
+        `penalty(c) + sum((w − c) · gradient(c))` with `c` the weight as a
+        constant: the second term is exactly 0 and carries the gradient.
+        Subclasses may override it with a cheaper form of the same value
+        and gradient (tested equal).
         """
+        constant = ops.stop_gradient(w)
+        value = self.penalty(constant)
+        slope = ops.stop_gradient(ops.cast(self.gradient(constant), w.dtype))
+        return value + ops.sum((w - constant) * slope)
 
-        def gradient(w, value, upstream):
-            # 0 whatever the value: a comparison with NaN is False.
-            zero = ops.cast(value >= 0, upstream.dtype) * 0
-            if proximal:
-                return ops.broadcast_to(ops.cast(zero, w.dtype), ops.shape(w))
-            return (upstream + zero) * self._penalty_gradient(w)
-
-        if keras.backend.backend() == "jax":
-            import jax
-
-            @jax.custom_vjp
-            def penalty(w):
-                return self._penalty(w)
-
-            def forward(w):
-                value = self._penalty(w)
-                return value, (w, value)
-
-            def backward(saved, upstream):
-                return (gradient(*saved, upstream),)
-
-            penalty.defvjp(forward, backward)
-            return penalty(w)
-
-        import tensorflow as tf
-
-        @tf.custom_gradient
-        def tf_penalty(w):
-            value = self._penalty(w)
-            return value, lambda upstream: gradient(w, value, upstream)
-
-        return tf_penalty(w)
-
-    def _compiled_penalty(self, w, proximal):
-        """The penalty in a TensorFlow graph, as XLA-compiled functions.
-
-        Without XLA, TensorFlow runs each operation as its own pass over the
-        weight: for elastic net, three for the value and five for its
-        gradient (the sum's gradient broadcast to the weight's shape, the
-        sign, the products). Compiled, the value is one pass and the
-        gradient `upstream * _penalty_gradient(w)` one more.
-        """
-        import tensorflow as tf
-
-        # The strengths are traced in as constants: compiled again if a user
-        # changed them since.
-        config = self.get_config()
-        compiled = _COMPILED_PENALTIES.get(self)
-        if compiled is None or compiled[0] != config:
-            compiled = (
-                config,
-                _xla.compile(self._penalty),
-                _xla.compile(lambda w, upstream: upstream * self._penalty_gradient(w)),
-            )
-            _COMPILED_PENALTIES[self] = compiled
-        _, value, gradient = compiled
-        if proximal:
-            return value(w)
-
-        @tf.custom_gradient
-        def penalty(w):
-            return value(w), lambda upstream: gradient(w, upstream)
-
-        return penalty(w)
-
-    def _scaled(self, value, proximal=False):
-        """`value` times the strength factor, if one is attached."""
-        factor = self._strength_factor
-        if proximal and self._proximal_strength_factor is not None:
-            factor = self._proximal_strength_factor
-        if factor is None:
-            return value
-        value = ops.convert_to_tensor(value)
-        return value * ops.cast(factor, value.dtype)
-
-    def _penalty(self, w):
-        raise NotImplementedError
-
-    def _check_weight(self, w):
+    def check_weight(self, w) -> None:
         """Raises a clear error for a weight this regularizer cannot take."""
 
-    # Whether a TensorFlow graph without XLA computes the penalty through
-    # `_compiled_penalty`, which needs `_penalty_gradient(w)`, the gradient
-    # of `_penalty` (0 at kinks). Worth it only where the penalty is more
-    # operations than TensorFlow runs well one by one.
-    _compile_in_graphs = False
-
-    def prox(self, w, step):
-        """Proximal operator: `argmin_y ½‖y − w‖² + step · penalty(y)`."""
+    def penalty(self, w) -> Tensor:
+        """The penalty's value at `w`: a scalar."""
         raise NotImplementedError
 
-    def gradient(self, w):
-        """The gradient of the penalty that autodiff gives (0 at kinks)."""
-        return self._scaled(self._penalty_gradient(ops.convert_to_tensor(w)), proximal=True)
+    def gradient(self, w) -> Tensor:
+        """The penalty's gradient at `w` that plain optimizers follow (0 at kinks)."""
+        raise NotImplementedError
 
-    def _penalty_gradient(self, w):
+    def prox(self, w, step) -> Tensor:
+        """Proximal operator: `argmin_y ½‖y − w‖² + step · penalty(y)`."""
         raise NotImplementedError
 
     @classmethod
     def from_config(cls, config):
-        check_config_keys(cls.__name__, config, set(cls._config_keys))
+        if cls._config_keys is not None:
+            check_config_keys(cls.__name__, config, set(cls._config_keys))
         return cls(**config)
 
     def __repr__(self):
@@ -396,14 +146,15 @@ class _ProximalRegularizer(keras.regularizers.Regularizer):
 
 
 @keras.saving.register_keras_serializable(package="keras_l1")
-class L1Regularizer(_ProximalRegularizer):
+class L1Regularizer(ProximalRegularizer):
     """L1 (Lasso) penalty: `loss = l1 * sum(abs(w))`.
 
     Pass it as `kernel_regularizer=` (or any `*_regularizer=`) to a layer. The
     sum is accumulated in float32 whatever the weight dtype, and the gradient
-    at `w == 0` is exactly 0. With `keras_l1.ProximalOptimizer`, weights
-    reach exact zeros: the proximal step is `soft_threshold(w, step * l1)`,
-    which for plain gradient descent with step `lr` reaches the Lasso optimum.
+    at `w == 0` is exactly 0 on every backend. With
+    `keras_l1.ProximalOptimizer`, weights reach exact zeros: the proximal step
+    is `soft_threshold(w, step * l1)`, which for plain gradient descent with
+    step `lr` reaches the Lasso optimum.
 
     Args:
         l1: Non-negative finite float, the regularization strength.
@@ -429,25 +180,29 @@ class L1Regularizer(_ProximalRegularizer):
     _config_keys = frozenset({"l1"})
 
     def __init__(self, l1: float = 0.01):
-        super().__init__()
         self.l1 = check_non_negative_float("l1", l1)
 
-    def _penalty(self, w):
-        return self.l1 * _abs_sum(w)
+    def penalty(self, w):
+        return self.l1 * ops.sum(ops.abs(w))
+
+    def gradient(self, w):
+        return ops.sign(w) * ops.cast(self.l1, w.dtype)
+
+    def _penalty_with_gradient(self, w):
+        # `w · sign(w)` is `|w|` exactly, and its derivative with the sign held
+        # constant is `sign(w)`, 0 at 0 (JAX's own `abs` has derivative 1 there).
+        return self.l1 * ops.sum(w * ops.stop_gradient(ops.sign(w)))
 
     def prox(self, w, step):
         """Soft-threshold `w` at `step * l1` (per coordinate if `step` is)."""
-        return soft_threshold(w, ops.multiply(self._scaled(step, proximal=True), self.l1))
-
-    def _penalty_gradient(self, w):
-        return ops.sign(w) * ops.cast(self.l1, w.dtype)
+        return soft_threshold(w, ops.multiply(step, self.l1))
 
     def get_config(self) -> dict:
         return {"l1": self.l1}
 
 
 @keras.saving.register_keras_serializable(package="keras_l1")
-class ElasticNetRegularizer(_ProximalRegularizer):
+class ElasticNetRegularizer(ProximalRegularizer):
     """Elastic net: `loss = l1 * sum(abs(w)) + l2 * sum(w ** 2)`.
 
     The penalty of Keras's `L1L2`, plus its proximal operator:
@@ -474,34 +229,29 @@ class ElasticNetRegularizer(_ProximalRegularizer):
     """
 
     _config_keys = frozenset({"l1", "l2"})
-    # Two sums and a gradient of two parts: compiled, 0.97–0.99x the cost
-    # of a step with Keras's `L1` against 1.02–1.09x (one thread, MLP
-    # 784-1024-1024-10, SGD or Adam). `L1Regularizer` gained nothing from it.
-    _compile_in_graphs = True
 
     def __init__(self, l1: float = 0.01, l2: float = 0.01):
-        super().__init__()
         self.l1 = check_non_negative_float("l1", l1)
         self.l2 = check_non_negative_float("l2", l2)
 
-    def _penalty(self, w):
-        return _elastic_net_sum(w, self.l1, self.l2)
+    def penalty(self, w):
+        return self.l1 * ops.sum(ops.abs(w)) + self.l2 * ops.sum(ops.square(w))
+
+    def gradient(self, w):
+        return ops.sign(w) * ops.cast(self.l1, w.dtype) + w * ops.cast(2 * self.l2, w.dtype)
 
     def prox(self, w, step):
         """Soft-threshold at `step * l1`, then shrink by `1 + 2 * step * l2`."""
-        step = self._scaled(step, proximal=True)
+        w = ops.convert_to_tensor(w)
         shrink = ops.cast(1 + 2 * ops.multiply(step, self.l2), w.dtype)
         return soft_threshold(w, ops.multiply(step, self.l1)) / shrink
-
-    def _penalty_gradient(self, w):
-        return ops.sign(w) * ops.cast(self.l1, w.dtype) + w * ops.cast(2 * self.l2, w.dtype)
 
     def get_config(self) -> dict:
         return {"l1": self.l1, "l2": self.l2}
 
 
 @keras.saving.register_keras_serializable(package="keras_l1")
-class GroupLassoRegularizer(_ProximalRegularizer):
+class GroupLassoRegularizer(ProximalRegularizer):
     """Group lasso: `loss = l1 * sum_g sqrt(size_g) * ‖w_g‖₂`.
 
     Weights that share an index along `group_axis` form one group `w_g`. On a
@@ -510,7 +260,8 @@ class GroupLassoRegularizer(_ProximalRegularizer):
     `group_axis=-1` each unit's incoming weights (whole units drop out).
     The proximal operator is the block soft-threshold
     `w_g * max(0, 1 − step * l1 * sqrt(size_g) / ‖w_g‖₂)`; value and gradient
-    are finite (the gradient 0) at `‖w_g‖₂ = 0`.
+    are finite (the gradient 0) at `‖w_g‖₂ = 0`, and NaN weights give a NaN
+    penalty.
 
     Args:
         l1: Non-negative finite float, the strength. Defaults to `0.01`.
@@ -534,13 +285,8 @@ class GroupLassoRegularizer(_ProximalRegularizer):
     """
 
     _config_keys = frozenset({"l1", "group_axis"})
-    # Squares, a sum per group, roots and their gradient: run one by one,
-    # TensorFlow's kernels made a graph step (SGD) 1.100x the time of one
-    # without a penalty, Keras's `L1` 1.094x; compiled, 1.068x (same process).
-    _compile_in_graphs = True
 
     def __init__(self, l1: float = 0.01, group_axis: int = 0):
-        super().__init__()
         self.l1 = check_non_negative_float("l1", l1)
         self.group_axis = check_int("group_axis", group_axis)
 
@@ -554,28 +300,28 @@ class GroupLassoRegularizer(_ProximalRegularizer):
         axis = self.group_axis % rank
         return tuple(a for a in range(rank) if a != axis)
 
-    def _check_weight(self, w):
+    def check_weight(self, w):
         self._reduce_axes(w)
 
-    def _group_squares(self, w):
-        axes = self._reduce_axes(w)
-        return _sum_of_non_negative_over(ops.square(w), axes), axes
-
     def _group_norms(self, w):
-        squares, axes = self._group_squares(w)
-        # sqrt has an infinite derivative at 0; feed it 1 there instead and
-        # mask the result, so both the value and the gradient are 0.
-        nonzero = squares > 0
-        norms = ops.sqrt(ops.where(nonzero, squares, ops.ones_like(squares)))
-        return ops.where(nonzero, norms, ops.zeros_like(norms)), axes
-
-    def _scale(self, w, axes):
+        """Each group's `‖w_g‖₂` (kept dims), and the group's weighting `l1·sqrt(size_g)`."""
+        axes = self._reduce_axes(w)
+        squares = ops.sum(ops.square(w), axis=axes, keepdims=True)
+        # sqrt has an infinite derivative at 0: feed it 1 there, then put the
+        # 0 back. `== 0`, not `> 0`, so that a NaN stays NaN.
+        empty = squares == 0
+        norms = ops.where(empty, ops.zeros_like(squares), ops.sqrt(ops.where(empty, 1, squares)))
         size = math.prod(w.shape[a] for a in axes)
-        return self.l1 * math.sqrt(size)
+        return norms, self.l1 * math.sqrt(size)
 
-    def _penalty(self, w):
-        norms, axes = self._group_norms(w)
-        return self._scale(w, axes) * ops.sum(norms)
+    def penalty(self, w):
+        norms, scale = self._group_norms(w)
+        return scale * ops.sum(norms)
+
+    def gradient(self, w):
+        norms, scale = self._group_norms(w)
+        safe = ops.where(norms == 0, ops.ones_like(norms), norms)
+        return w * (ops.cast(scale, w.dtype) / safe)
 
     def prox(self, w, step):
         """Block soft-threshold each group at `step * l1 * sqrt(size_g)`.
@@ -587,43 +333,24 @@ class GroupLassoRegularizer(_ProximalRegularizer):
         arithmetic mean would be dominated by the huge steps Adam gives
         coordinates with almost no gradient, and zero every group.
         """
-        # A NumPy `w` times a torch tensor fails; a tensor times one works.
         w = ops.convert_to_tensor(w)
-        squares, axes = self._group_squares(w)
-        step = ops.cast(self._scaled(step, proximal=True), w.dtype)
-        # A step already shared within each group (an optimizer may give one)
-        # is its own harmonic mean.
+        norms, scale = self._group_norms(w)
+        step = ops.cast(step, w.dtype)
+        axes = self._reduce_axes(w)
         padded = (1,) * (len(w.shape) - len(step.shape)) + tuple(step.shape)
         if any(padded[a] != 1 for a in axes):
-            inverse = ops.mean(1 / ops.broadcast_to(step, w.shape), axis=axes, keepdims=True)
-            step = 1 / inverse
-        threshold = step * ops.cast(self._scale(w, axes), w.dtype)
-        if _compiled_by_xla():
-            # Under XLA each operation on the per-group values is a small
-            # computation of its own, dispatched between the passes over the
-            # weight; on the broadcast values the same arithmetic fuses into
-            # the pass that scales the weight. Same values; an SGD step of
-            # bench_step's MLP took 0.4-0.9% less time in each of four
-            # same-process A/B runs (Adam: within the noise).
-            squares = ops.broadcast_to(squares, w.shape)
-        nonzero = squares > 0
-        norms = ops.sqrt(ops.where(nonzero, squares, ops.ones_like(squares)))
-        factor = ops.maximum(1 - threshold / norms, 0)
-        return w * ops.where(nonzero, factor, ops.zeros_like(factor))
-
-    def _penalty_gradient(self, w):
-        norms, axes = self._group_norms(w)
-        safe = ops.where(norms > 0, norms, ops.ones_like(norms))
-        # One multiplication per weight by a factor per group: XLA recomputes
-        # it in each consumer (Adam has two) rather than writing it out.
-        return w * (ops.cast(self._scale(w, axes), w.dtype) / safe)
+            step = 1 / ops.mean(1 / ops.broadcast_to(step, w.shape), axis=axes, keepdims=True)
+        threshold = step * ops.cast(scale, w.dtype)
+        safe = ops.where(norms == 0, ops.ones_like(norms), norms)
+        factor = ops.where(norms == 0, ops.zeros_like(norms), ops.maximum(1 - threshold / safe, 0))
+        return w * factor
 
     def get_config(self) -> dict:
         return {"l1": self.l1, "group_axis": self.group_axis}
 
 
 @keras.saving.register_keras_serializable(package="keras_l1")
-class LogSumRegularizer(_ProximalRegularizer):
+class LogSumRegularizer(ProximalRegularizer):
     """Log-sum penalty: `loss = l1 * epsilon * sum(log(1 + abs(w) / epsilon))`.
 
     A penalty that pulls small weights to zero like L1 and leaves large ones
@@ -672,18 +399,18 @@ class LogSumRegularizer(_ProximalRegularizer):
     """
 
     _config_keys = frozenset({"l1", "epsilon"})
-    # A logarithm, a division and their gradient: run one by one, TensorFlow's
-    # kernels made a graph step 1.26x (SGD) the time of one without a penalty.
-    _compile_in_graphs = True
 
     def __init__(self, l1: float = 0.01, epsilon: float = 0.01):
-        super().__init__()
         self.l1 = check_non_negative_float("l1", l1)
         self.epsilon = check_float_in("epsilon", epsilon, 0.0, math.inf, "(0, inf)")
 
-    def _penalty(self, w):
+    def penalty(self, w):
         ratio = ops.abs(w) / ops.cast(self.epsilon, w.dtype)
-        return (self.l1 * self.epsilon) * _sum_of_non_negative(_log1p(ratio))
+        return (self.l1 * self.epsilon) * ops.sum(ops.log1p(ratio))
+
+    def gradient(self, w):
+        epsilon = ops.cast(self.epsilon, w.dtype)
+        return ops.sign(w) * (ops.cast(self.l1, w.dtype) * epsilon / (epsilon + ops.abs(w)))
 
     def prox(self, w, step):
         """`argmin_y ½(y − w)² + step · l1 · epsilon · log(1 + |y| / epsilon)`, per coordinate.
@@ -694,7 +421,7 @@ class LogSumRegularizer(_ProximalRegularizer):
         optimizers a heuristic, as for L1).
         """
         w = ops.convert_to_tensor(w)
-        threshold = ops.cast(ops.multiply(self._scaled(step, proximal=True), self.l1), w.dtype)
+        threshold = ops.cast(ops.multiply(step, self.l1), w.dtype)
         epsilon = ops.cast(self.epsilon, w.dtype)
         magnitude = ops.abs(w)
         # The stationary points for y > 0 solve y² − d·y − q/4 = 0, with
@@ -702,9 +429,7 @@ class LogSumRegularizer(_ProximalRegularizer):
         # the weight is kept: one positive root. Written so that neither form
         # cancels: (d + √D)/2 for d >= 0 and q/(2(√D − d)) for d < 0, D = d² + q.
         # (Where epsilon dwarfs the weights, `(|w| + epsilon)² − 4·threshold·epsilon`
-        # under the root would lose every digit of it in float32.) No
-        # comparison of costs with 0 and so no logarithm: the global minimizer
-        # would need one per weight, 5x the time of this whole operator.
+        # under the root would lose every digit of it in float32.)
         d = magnitude - epsilon
         q = 4 * epsilon * (magnitude - threshold)
         root_of_discriminant = ops.sqrt(ops.maximum(ops.square(d) + q, 0))
@@ -714,10 +439,6 @@ class LogSumRegularizer(_ProximalRegularizer):
         root = ops.where(d >= 0, large, small)
         return ops.where(magnitude > threshold, ops.sign(w) * root, ops.zeros_like(w))
 
-    def _penalty_gradient(self, w):
-        epsilon = ops.cast(self.epsilon, w.dtype)
-        return ops.sign(w) * (ops.cast(self.l1, w.dtype) * epsilon / (epsilon + ops.abs(w)))
-
     def get_config(self) -> dict:
         return {"l1": self.l1, "epsilon": self.epsilon}
 
@@ -725,11 +446,12 @@ class LogSumRegularizer(_ProximalRegularizer):
 def as_proximal(regularizer):
     """Returns the keras_l1 regularizer equivalent to `regularizer`, or None.
 
-    keras_l1 regularizers map to themselves; Keras's own `L1` and `L1L2` map
-    to an `L1Regularizer` / `ElasticNetRegularizer` with the same penalty.
-    Anything else (L2 alone, custom callables) has no proximal operator here.
+    keras_l1 regularizers (any `ProximalRegularizer`) map to themselves;
+    Keras's own `L1` and `L1L2` map to a new `L1Regularizer` /
+    `ElasticNetRegularizer` with the same penalty and gradient. Anything else
+    (L2 alone, custom callables) has no proximal operator here.
     """
-    if isinstance(regularizer, _ProximalRegularizer):
+    if isinstance(regularizer, ProximalRegularizer):
         return regularizer
     if type(regularizer) is keras.regularizers.L1:
         return L1Regularizer(float(regularizer.l1))
