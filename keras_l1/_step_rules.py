@@ -3,7 +3,7 @@
 The one place in keras_l1 that reads an optimizer's slots. Keras offers no
 public accessor for them; the names read here (`momentums`, `_momentums`,
 `_velocities`, `_velocity_hats`, `_u`, `_average_gradients`,
-`_accumulators`, `_get_variable_index`) are the same from Keras 3.0 on, and
+`_accumulators`, `_get_variable_index`, `_iterations`) are the same from Keras 3.0 on, and
 tests/test_step_rules.py checks each rule against the update the optimizer
 makes, on every Keras version the package declares.
 
@@ -19,6 +19,22 @@ from keras import ops
 def variable_index(optimizer, variable) -> int:
     """The position of `variable` in the lists of `optimizer`'s slots."""
     return optimizer._get_variable_index(variable)
+
+
+def is_update_step(optimizer):
+    """Whether the next `apply` updates the weights, or None if every one does.
+
+    Under `gradient_accumulation_steps=n` only every n-th call updates. Keras
+    counts the calls in `iterations` before 3.5 and in `_iterations` after,
+    where `iterations` counts the updates.
+    """
+    steps = getattr(optimizer, "gradient_accumulation_steps", None)
+    if not steps:
+        return None
+    calls = getattr(optimizer, "_iterations", None)
+    if calls is None:
+        calls = optimizer.iterations
+    return (calls + 1) % steps == 0
 
 
 def _slot(optimizer, name, variable):

@@ -14,6 +14,8 @@ applies `prox` with the step the optimizer took. Nothing is stored on the
 regularizers, the layers or the wrapped optimizer.
 """
 
+import warnings
+
 import keras
 from keras import ops
 
@@ -24,6 +26,7 @@ from keras_l1._validation import check_config_keys
 from keras_l1._validation import check_float_in
 from keras_l1._validation import check_non_negative_float
 from keras_l1._validation import short_repr
+from keras_l1.regularizers import GroupLassoRegularizer
 from keras_l1.regularizers import _accumulation_dtype
 from keras_l1.regularizers import as_proximal
 
@@ -220,6 +223,17 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         self._regularizers = [
             as_proximal(getattr(variable, "regularizer", None)) for variable in var_list
         ]
+        if self._step_rule is not _step_rules.STEP_RULES[0][1] and any(
+            isinstance(r, GroupLassoRegularizer) for r in self._regularizers
+        ):
+            warnings.warn(
+                "ProximalOptimizer: GroupLassoRegularizer with "
+                f"{type(self.inner_optimizer).__name__} uses a heuristic group step (the "
+                "harmonic mean of the per-coordinate steps); it gives group sparsity but "
+                "not the exact group-lasso optimum. Wrap keras.optimizers.SGD for the "
+                "exact optimum.",
+                stacklevel=2,
+            )
 
     @property
     def variables(self):
@@ -247,10 +261,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         # What the update reads before it changes: this step's learning rate
         # (under a schedule) and whether it is a real update.
         learning_rate = inner.learning_rate
-        accumulation = getattr(inner, "gradient_accumulation_steps", None)
-        real_update = None
-        if accumulation:
-            real_update = (inner.iterations + 1) % accumulation == 0
+        real_update = _step_rules.is_update_step(inner)
         inner.apply(grads, variables)
         moved = [
             (variable, regularizer)
