@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import keras_l1
-from keras_l1.scheduling import StrengthFactor
 
 ZEROS_X = np.zeros((4, 2), dtype="float32")
 ZEROS_Y = np.zeros((4, 1), dtype="float32")
@@ -28,28 +27,25 @@ def ones_model(regularizer):
 def expected_warmup(factors, l1=0.1, lr=0.1):
     """Loss per epoch and final weight for one full-batch step per epoch.
 
-    With zero data the loss is the penalty `f * l1 * (|w1| + |w2|)` at the
-    weights before the step, and each step moves both weights `lr * f * l1`
-    towards zero (the proximal step, or the penalty's gradient step).
+    With zero data the loss is the penalty at the configured strength,
+    `l1 * (|w1| + |w2|)`, at the weights before the step, and each proximal
+    step moves both weights `lr * f * l1` towards zero.
     """
     w, losses = 1.0, []
     for f in factors:
-        losses.append(f * l1 * 2 * w)
+        losses.append(l1 * 2 * w)
         w -= lr * f * l1
     return losses, w
 
 
 class TestL1Scheduler:
-    @pytest.mark.backends("tensorflow")
-    @pytest.mark.parametrize("proximal", [True, False], ids=["proximal", "plain_sgd"])
+    @pytest.mark.parametrize("jit_compile", [False, True])
     @pytest.mark.parametrize("keras_builtin", [False, True], ids=["keras_l1_L1", "keras_L1"])
-    def test_warmup_reaches_penalty_and_prox_under_xla(self, proximal, keras_builtin):
+    def test_warmup_scales_the_proximal_step(self, jit_compile, keras_builtin):
         regularizer = keras.regularizers.L1(0.1) if keras_builtin else keras_l1.L1Regularizer(0.1)
         model = ones_model(regularizer)
-        optimizer = keras.optimizers.SGD(0.1)
-        if proximal:
-            optimizer = keras_l1.ProximalOptimizer(optimizer)
-        model.compile(optimizer, "mse", jit_compile=True)
+        optimizer = keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.1))
+        model.compile(optimizer, "mse", jit_compile=jit_compile)
         history = model.fit(
             ZEROS_X,
             ZEROS_Y,
@@ -62,13 +58,24 @@ class TestL1Scheduler:
         losses, w = expected_warmup(factors)
         assert history.history["l1_factor"] == factors
         np.testing.assert_allclose(history.history["loss"], losses, rtol=1e-5, atol=1e-7)
-        np.testing.assert_allclose(model.layers[0].kernel.numpy().ravel(), [w, w], rtol=1e-6)
+        kernel = keras.ops.convert_to_numpy(model.layers[0].kernel).ravel()
+        np.testing.assert_allclose(kernel, [w, w], rtol=1e-6)
         # The layer keeps the user's regularizer and strength.
         assert model.layers[0].kernel_regularizer is regularizer
         assert regularizer.get_config() == type(regularizer)(0.1).get_config()
+        assert float(keras.ops.convert_to_numpy(optimizer.strength_factor)) == 1.0
+
+    def test_needs_a_proximal_optimizer(self):
+        model = ones_model(keras_l1.L1Regularizer(0.1))
+        model.compile(keras.optimizers.SGD(0.1), "mse")
+        with pytest.raises(ValueError, match="ProximalOptimizer.*optimizer=SGD"):
+            model.fit(
+                ZEROS_X, ZEROS_Y, verbose=0, callbacks=[keras_l1.L1Scheduler(warmup_epochs=2)]
+            )
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.layers[0].kernel), 1.0)
 
     @pytest.mark.backends("tensorflow")
-    def test_steps_traced_before_are_retraced(self):
+    def test_steps_traced_before_follow_the_factor(self):
         model = ones_model(keras_l1.L1Regularizer(0.1))
         model.compile(keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.1)), "mse")
         model.fit(ZEROS_X, ZEROS_Y, batch_size=4, epochs=1, verbose=0)
@@ -81,10 +88,10 @@ class TestL1Scheduler:
             verbose=0,
             callbacks=[keras_l1.L1Scheduler(warmup_epochs=2)],
         )
-        np.testing.assert_allclose(history.history["loss"], [0.0, 0.5 * 0.1 * 2 * 0.99])
+        np.testing.assert_allclose(history.history["loss"], [0.1 * 2 * 0.99] * 2, rtol=1e-6)
         np.testing.assert_allclose(model.layers[0].kernel.numpy().ravel(), [0.985, 0.985])
-        # Evaluation sees the factor of the last epoch, 0.5.
-        assert model.evaluate(ZEROS_X, ZEROS_Y, verbose=0) == pytest.approx(0.5 * 0.1 * 2 * 0.985)
+        # Evaluation counts the penalty at the configured strength.
+        assert model.evaluate(ZEROS_X, ZEROS_Y, verbose=0) == pytest.approx(0.1 * 2 * 0.985)
 
     def test_target_sparsity_settles_on_the_target(self):
         rng = np.random.default_rng(0)
@@ -132,6 +139,7 @@ class TestL1Scheduler:
                 ),
             ]
         )
+        model.compile(keras_l1.ProximalOptimizer("sgd"), "mse")
         scheduler = keras_l1.L1Scheduler(target_sparsity=0.5)
         scheduler.set_model(model)
         scheduler.on_train_begin()
@@ -145,23 +153,31 @@ class TestL1Scheduler:
         scheduler.on_epoch_begin(2)
         factors.append(scheduler.factor)
         np.testing.assert_allclose(factors, [1.0, 2.0, 2.0 * np.exp(-0.25)], rtol=1e-6)
-        scheduler.on_train_end()
 
-    def test_scales_every_penalty_and_proximal_step(self):
-        rng = np.random.default_rng(0)
-        w = rng.normal(size=(4, 3)).astype("float32")
-        step = np.float32(0.3)
-        for make in (
+    @pytest.mark.parametrize(
+        "make",
+        [
             lambda: keras_l1.L1Regularizer(0.2),
             lambda: keras_l1.ElasticNetRegularizer(0.2, 0.1),
             lambda: keras_l1.GroupLassoRegularizer(0.2, group_axis=0),
-        ):
-            scaled, plain = make(), make()
-            scaled._strength_factor = keras.Variable(0.5, trainable=False)
-            assert float(scaled(w)) == pytest.approx(0.5 * float(plain(w)), rel=1e-6)
-            np.testing.assert_allclose(scaled.prox(w, step), plain.prox(w, 0.5 * step), rtol=1e-6)
-            np.testing.assert_allclose(scaled.gradient(w), 0.5 * plain.gradient(w), rtol=1e-6)
-            assert scaled.get_config() == plain.get_config()
+        ],
+        ids=["l1", "elastic_net", "group_lasso"],
+    )
+    def test_strength_factor_scales_the_proximal_step(self, make):
+        rng = np.random.default_rng(0)
+        w = rng.normal(size=(4, 3)).astype("float32")
+        g = rng.normal(size=(4, 3)).astype("float32")
+        regularizer = make()
+        optimizer = keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.3))
+        variable = keras.Variable(w)
+        variable.regularizer = regularizer
+        optimizer.build([variable])
+        optimizer.strength_factor.assign(0.5)
+        total = g + keras.ops.convert_to_numpy(regularizer.gradient(w))
+        optimizer.apply([keras.ops.convert_to_tensor(total)], [variable])
+        expected = keras.ops.convert_to_numpy(regularizer.prox(w - 0.3 * g, 0.5 * 0.3))
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), expected, atol=1e-6)
+        assert any(v is optimizer.strength_factor for v in optimizer.variables)
 
     def test_saved_model_keeps_the_configured_strength(self, tmp_path, fresh_python):
         model = keras.Sequential(
@@ -240,7 +256,7 @@ class TestL1Scheduler:
         model = keras.Sequential(
             [keras.Input((2,)), keras.layers.Dense(1, kernel_regularizer="l2")], name="l2_only"
         )
-        model.compile("sgd", "mse")
+        model.compile(keras_l1.ProximalOptimizer("sgd"), "mse")
         with pytest.raises(
             ValueError,
             match=re.escape(
@@ -250,22 +266,3 @@ class TestL1Scheduler:
             ),
         ):
             model.fit(ZEROS_X, ZEROS_Y, verbose=0, callbacks=[keras_l1.L1Scheduler()])
-
-
-class TestStrengthFactor:
-    def test_one_variable_per_model_tracked_by_the_model(self):
-        model = keras.Sequential(
-            [
-                keras.Input((2,)),
-                keras.layers.Dense(3, kernel_regularizer=keras_l1.L1Regularizer(0.1)),
-                keras.layers.Dense(1, kernel_regularizer=keras.regularizers.L1L2(0.1, 0.1)),
-            ]
-        )
-        first = StrengthFactor(model)
-        second = StrengthFactor(model)
-        assert first.variable is second.variable
-        assert first.attached and not second.attached
-        assert any(v is first.variable for v in model.non_trainable_variables)
-        assert [layer.name for layer in model.layers] == ["dense", "dense_1"]
-        assert all(r._strength_factor is first.variable for r in first.regularizers)
-        assert len(first.regularizers) == 2
