@@ -214,7 +214,6 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
             self.strength_factor = keras.Variable(
                 1.0, dtype="float32", trainable=False, name="strength_factor"
             )
-        self._track_variable(self.strength_factor)
 
     def build(self, var_list):
         self.inner_optimizer.build(var_list)

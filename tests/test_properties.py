@@ -244,7 +244,7 @@ NAMES = st.one_of(st.none(), st.text(alphabet="ab_/", max_size=4), JSON_LIKE)
 def assert_valid_proximal_optimizer(optimizer):
     """What ProximalOptimizer promises about the optimizer it wraps."""
     inner = optimizer.inner_optimizer
-    assert type(inner).__name__ in keras_l1.optimizers.SUPPORTED_OPTIMIZERS
+    assert type(inner).__name__ in keras_l1._step_rules.SUPPORTED
     learning_rate = float(keras.ops.convert_to_numpy(inner.learning_rate))
     assert math.isfinite(learning_rate) and learning_rate >= 0
     for name in ["momentum", "beta_1", "beta_2", "rho"]:

@@ -10,7 +10,6 @@ from keras_l1 import _weights
 from keras_l1._weights import RepeatedMeasure
 from keras_l1._weights import measure
 from keras_l1._weights import regularized_weights
-from keras_l1.scheduling import StrengthFactor
 
 
 def _model(first, second):
@@ -223,15 +222,13 @@ def _numpy_stats(model, tolerance, factor=1.0):
 
 class TestRepeatedMeasure:
     @pytest.mark.parametrize("tolerance", [0.0, 0.3])
-    def test_equals_numpy_across_weight_and_factor_changes(self, tolerance, path):
+    def test_equals_numpy_across_weight_changes(self, tolerance, path):
         model = _mixed_model()
         _assign_sparse(model, 0)
-        factor = StrengthFactor(model)
         repeated = RepeatedMeasure()
         weights = regularized_weights(model)
-        for call, (seed, strength) in enumerate([(0, 1.0), (0, 1.0), (1, 0.25), (2, 3.0)]):
+        for call, (seed, strength) in enumerate([(0, 1.0), (0, 1.0), (1, 1.0), (2, 1.0)]):
             _assign_sparse(model, seed)
-            factor.assign(strength)
             stats = repeated(weights, tolerance)
             expected = _numpy_stats(model, tolerance, strength)
             # Zeros, non-finite counts and sizes are exact; penalties are
@@ -247,7 +244,7 @@ class TestRepeatedMeasure:
                 compiled = repeated._function
         if keras.backend.backend() in ("tensorflow", "jax"):
             # Compiled from the second call on, and never traced again:
-            # new weight values and a new factor value are read, not traced.
+            # new weight values are read, not traced.
             assert repeated._function is compiled
             assert compiled.tracing_count() == 1
 
@@ -256,14 +253,12 @@ class TestRepeatedMeasure:
     def test_compiles_again_only_when_the_measurement_changes(self, monkeypatch):
         monkeypatch.setattr(_weights, "_host_view", lambda value: None)
         model = _mixed_model()
-        factor = StrengthFactor(model)
         weights = regularized_weights(model)
         repeated = RepeatedMeasure()
         functions = []
 
         def check(seed, strength, tolerance):
             _assign_sparse(model, seed)
-            factor.assign(strength)
             stats = repeated(weights, tolerance)
             expected = _numpy_stats(model, tolerance, strength)
             np.testing.assert_array_equal(stats[:, 1:], expected[:, 1:])
@@ -273,12 +268,12 @@ class TestRepeatedMeasure:
 
         check(0, 1.0, 0.0)
         assert functions == []  # measured once: eagerly
-        for seed, strength in [(0, 1.0), (1, 0.5), (2, 2.0)]:
+        for seed, strength in [(0, 1.0), (1, 1.0), (2, 1.0)]:
             check(seed, strength, 0.0)
         assert len(functions) == 1 and functions[0].tracing_count() == 1
         # Another tolerance: eager once, then a new function.
         for seed in (3, 4):
-            check(seed, 1.5, 0.3)
+            check(seed, 1.0, 0.3)
         assert len(functions) == 2 and functions[1].tracing_count() == 1
         # Another regularizer strength: the same.
         model.layers[2].kernel.regularizer = keras_l1.GroupLassoRegularizer(0.25, group_axis=0)
@@ -286,18 +281,8 @@ class TestRepeatedMeasure:
         stats = [repeated(weights, 0.3) for _ in range(2)][-1]
         assert len(functions) == 2 and repeated._function is not functions[1]
         w = keras.ops.convert_to_numpy(model.layers[2].kernel).astype(np.float64)
-        # The new regularizer has no strength factor attached.
         penalty = 0.25 * 2.0 * np.linalg.norm(w, axis=1).sum()
         np.testing.assert_allclose(stats[2, 0], penalty, rtol=1e-6)
-
-    def test_factor_attached_after_compiling(self):
-        model = _model([[3.0, -0.0, 0.0], [-1.0, 1.0, 2.0]], [[0.0], [2.0], [-1.0]])
-        repeated = RepeatedMeasure()
-        for _ in range(2):
-            assert repeated(regularized_weights(model), 0.0)[0, 0] == 3.5
-        StrengthFactor(model).assign(0.5)
-        for _ in range(2):
-            assert repeated(regularized_weights(model), 0.0)[0, 0] == 1.75
 
     def test_counts_non_finite_entries(self):
         model = _model([[np.inf, -np.inf, 0.0], [np.nan, 1.0, 0.0]], [[0.0], [2.0], [-1.0]])
