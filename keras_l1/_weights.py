@@ -231,8 +231,9 @@ def measure(weights, tolerance: float):
     `L2`, `L1L2`) is measured by NumPy on a view of its memory, without a
     copy: in blocks that stay in the cache, each block read from memory
     once, so about as fast as one `np.count_nonzero` over the weights. The
-    penalty is the regularizer's formula with its strengths, in float64 sums rounded to float32; the regularizer itself sums
-    in float32, so the two agree to float32 rounding.
+    penalty is the regularizer's formula with its strengths, in float64 sums
+    rounded to float32; the regularizer itself sums in float32, so the two
+    agree to float32 rounding.
 
     Any other weight (on an accelerator, in float16 or bfloat16, or with
     another regularizer) is measured by the backend without being copied to

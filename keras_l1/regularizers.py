@@ -443,21 +443,44 @@ class LogSumRegularizer(ProximalRegularizer):
         return {"l1": self.l1, "epsilon": self.epsilon}
 
 
+def _abs_derivative(w):
+    """The derivative of `ops.abs` the backend's autodiff gives: `sign(w)`, but 1 at 0 on JAX."""
+    if keras.backend.backend() == "jax":
+        return ops.where(w < 0, -ops.ones_like(w), ops.ones_like(w))
+    return ops.sign(w)
+
+
+class _KerasL1(L1Regularizer):
+    """Keras's own `L1`, for `ProximalOptimizer`: its gradient is what autodiff
+    gives Keras's formula, which the optimizer takes back out."""
+
+    def gradient(self, w):
+        return _abs_derivative(w) * ops.cast(self.l1, w.dtype)
+
+
+class _KerasL1L2(ElasticNetRegularizer):
+    """Keras's own `L1L2`, likewise."""
+
+    def gradient(self, w):
+        return _abs_derivative(w) * ops.cast(self.l1, w.dtype) + w * ops.cast(2 * self.l2, w.dtype)
+
+
 def as_proximal(regularizer):
     """Returns the keras_l1 regularizer equivalent to `regularizer`, or None.
 
     keras_l1 regularizers (any `ProximalRegularizer`) map to themselves;
-    Keras's own `L1` and `L1L2` map to a new `L1Regularizer` /
-    `ElasticNetRegularizer` with the same penalty and gradient. Anything else
-    (L2 alone, custom callables) has no proximal operator here.
+    Keras's own `L1` and `L1L2` map to an `L1Regularizer` /
+    `ElasticNetRegularizer` with the same penalty, whose `gradient` is the one
+    autodiff gives Keras's formula on the current backend. Anything else (L2
+    alone, custom callables) has no proximal operator here.
     """
     if isinstance(regularizer, ProximalRegularizer):
         return regularizer
     if type(regularizer) is keras.regularizers.L1:
-        return L1Regularizer(float(regularizer.l1))
+        return _KerasL1(float(regularizer.l1))
     if type(regularizer) is keras.regularizers.L1L2:
         config = regularizer.get_config()
         if config["l1"] == 0:
             return None
-        return ElasticNetRegularizer(config["l1"], config["l2"])
+        return _KerasL1L2(config["l1"], config["l2"])
     return None

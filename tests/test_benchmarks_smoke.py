@@ -60,24 +60,6 @@ class TestBenchStep:
         assert f"| Keras L1 | {ratio:.3f} ({ratio:.3f}–{ratio:.3f}) |" in paired
 
 
-class TestBenchPasses:
-    def test_the_timed_group_step_is_the_block_soft_threshold(self, bench):
-        bench_passes = bench("bench_passes")
-        results = bench_passes.run(shapes=((64, 128), (128, 10)), calls=2, repeats=1)
-        assert set(results["ms"]) == {
-            "SGD update",
-            "SGD update + L1 prox",
-            "SGD update + group lasso prox",
-            "group norms of w − lr·g",
-            "group lasso penalty of w",
-            "L1 penalty of w",
-        }
-        assert all(ms > 0 for ms in results["ms"].values())
-        # The XLA-compiled step against float64 NumPy, dead zone included.
-        assert results["max_error"] < 1e-6
-        assert results["zero_groups"] == 4
-
-
 class TestBenchQuality:
     def test_proximal_optimizer_finds_the_lasso_support(self, bench):
         bench_quality = bench("bench_quality")

@@ -28,3 +28,10 @@ class TestReadme:
     def test_version_and_typed_marker(self):
         assert metadata.version("keras_l1") == keras_l1.__version__
         assert (Path(keras_l1.__file__).parent / "py.typed").exists()
+
+    def test_ci_tests_the_oldest_declared_keras_and_tensorflow(self):
+        setup = (ROOT / "setup.cfg").read_text()
+        keras_minimum = re.search(r"^\s*keras>=([\d.]+)$", setup, re.M).group(1)
+        tensorflow_minimum = re.search(r"^\s*tensorflow-cpu>=([\d.]+)$", setup, re.M).group(1)
+        ci = (ROOT / ".ci" / "run").read_text()
+        assert f'"keras=={keras_minimum}" "tensorflow-cpu=={tensorflow_minimum}"' in ci

@@ -424,7 +424,6 @@ class TestPenaltyInCompiledSteps:
             assert np.isnan(compiled_value_and_gradient(regularizer, w, mode)[0])
 
 
-
 @pytest.mark.parametrize("cls, config", ALL)
 class TestSerialization:
     def test_config_round_trip(self, cls, config):

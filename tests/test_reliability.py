@@ -390,8 +390,9 @@ class TestResumeAfterSigkill:
         assert resumed.returncode == 0, output[-3000:]
 
         expected = np.load(tmp_path / "uninterrupted.npz")
-        # Four weights, then iterations, learning rates and Adam's moments.
-        assert len(expected.files) == 4 + 4 + 8
+        # Four weights, then iterations, learning rates, the strength factor and
+        # Adam's moments.
+        assert len(expected.files) == 4 + 5 + 8
         assert 0 < sum(int((expected[k] == 0).sum()) for k in expected.files[:4])
         for name in ["backup_and_restore.npz", "model_checkpoint.npz"]:
             result = np.load(tmp_path / name)
@@ -519,7 +520,7 @@ class TestBadModelsAndArguments:
 
     def test_l1_scheduler_without_l1_refuses_at_train_begin(self):
         model = plain_model()
-        model.compile("sgd", "mse")
+        model.compile(keras_l1.ProximalOptimizer("sgd"), "mse")
         with pytest.raises(ValueError) as info:
             model.fit(
                 np.zeros((4, 3)), np.zeros((4, 2)), verbose=0, callbacks=[keras_l1.L1Scheduler()]
