@@ -6,6 +6,7 @@ import re
 
 import keras
 import numpy as np
+import pytest
 
 import keras_l1
 
@@ -128,3 +129,41 @@ class TestExactZerosPlot:
         assert "exact zeros plain=0 proximal=4 lasso=4" in printed
         gap = float(re.search(r"max \|w_proximal - w_lasso\| = (\S+)", printed).group(1))
         assert gap < 1e-5
+
+
+def _blocks(page: str, language: str) -> list:
+    text = (DOCS / page).read_text(encoding="utf-8")
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.DOTALL)
+
+
+def _table(text: str) -> np.ndarray:
+    """The numbers of a printed `RegularizationPath` (percent signs dropped)."""
+    rows = [line.replace("%", "").split() for line in text.strip().splitlines()[1:]]
+    return np.array(rows, dtype=float)
+
+
+@pytest.mark.slow
+class TestChoosingLambdaPage:
+    def test_python_blocks_run_in_order_and_print_the_documented_paths(
+        self, tmp_path, fresh_python
+    ):
+        blocks = _blocks("choosing-lambda.md", "python")
+        code = "\n".join(blocks) + (
+            # What the prose claims about the runs it shows.
+            "\nassert list(network_path.n_selected) == sorted(network_path.n_selected)"
+            "\nassert 0.85 <= history.history['sparsity'][-1] <= 0.95"
+            "\nassert exact_path.sparsity[0] == 1.0"
+        )
+        result = fresh_python(code, cwd=tmp_path, timeout=600)
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "regularization_path.png").read_bytes().startswith(b"\x89PNG")
+
+        printed = re.findall(r"^ +l1 .*?(?=^\S|\Z)", result.stdout, flags=re.DOTALL | re.M)
+        documented = [block for block in _blocks("choosing-lambda.md", "text") if " l1 " in block]
+        assert len(printed) == len(documented) == 2
+        approximate, exact = (_table(text) for text in printed)
+        # Adam on mini-batches: the same grid, and features only enter as l1 falls.
+        np.testing.assert_allclose(approximate[:, 0], _table(documented[0])[:, 0], rtol=1e-4)
+        assert np.all(np.diff(approximate[:, 4]) >= 0)
+        # The exact path: converged fits, so the documented losses on every machine.
+        np.testing.assert_allclose(exact[:, :3], _table(documented[1])[:, :3], rtol=1e-3)
