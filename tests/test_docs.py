@@ -167,3 +167,38 @@ class TestChoosingLambdaPage:
         assert approximate[0, 4] <= 2 and approximate[-1, 4] == 10
         # The exact path: converged fits, so the documented losses on every machine.
         np.testing.assert_allclose(exact[:, :3], _table(documented[1])[:, :3], rtol=1e-3)
+
+
+class TestNotebookPages:
+    def _hook(self):
+        spec = importlib.util.spec_from_file_location(
+            "notebooks_hook", DOCS / "extensions" / "notebooks.py"
+        )
+        hook = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(hook)
+        return hook
+
+    @staticmethod
+    def _stderr(text: str) -> str:
+        return (
+            '<div class="jp-OutputArea-child">\n<div class="jp-OutputPrompt jp-OutputArea-prompt">'
+            '</div>\n<div class="jp-RenderedText jp-OutputArea-output" '
+            f'data-mime-type="application/vnd.jupyter.stderr" tabindex="0">\n<pre>{text}</pre>\n'
+            "</div>\n</div>"
+        )
+
+    def test_only_tensorflow_start_up_lines_are_dropped_from_stderr(self):
+        startup = self._stderr(
+            "WARNING: All log messages before absl::InitializeLog() is called are written to "
+            "STDERR\nI0000 00:00:1796319156.020273   25462 port.cc:153] oneDNN custom "
+            "operations are on.\n"
+        )
+        warning = self._stderr("UserWarning: the model has no regularized weights\n")
+        page = type("Page", (), {"file": type("File", (), {"src_uri": "notebooks/a.ipynb"})})
+        html = self._hook().on_page_content(f"<p>a</p>{startup}{warning}", page, None, None)
+        assert html == f"<p>a</p>{warning}"
+
+    def test_every_notebook_is_in_the_nav(self):
+        config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+        listed = set(re.findall(r"^\s+- (notebooks/\S+\.ipynb)$", config, flags=re.MULTILINE))
+        assert listed == {f"notebooks/{path.name}" for path in (ROOT / "notebooks").glob("*.ipynb")}
