@@ -6,6 +6,7 @@ import re
 
 import keras
 import numpy as np
+import pytest
 
 import keras_l1
 
@@ -128,3 +129,76 @@ class TestExactZerosPlot:
         assert "exact zeros plain=0 proximal=4 lasso=4" in printed
         gap = float(re.search(r"max \|w_proximal - w_lasso\| = (\S+)", printed).group(1))
         assert gap < 1e-5
+
+
+def _blocks(page: str, language: str) -> list:
+    text = (DOCS / page).read_text(encoding="utf-8")
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.DOTALL)
+
+
+def _table(text: str) -> np.ndarray:
+    """The numbers of a printed `RegularizationPath` (percent signs dropped)."""
+    rows = [line.replace("%", "").split() for line in text.strip().splitlines()[1:]]
+    return np.array(rows, dtype=float)
+
+
+@pytest.mark.slow
+class TestChoosingLambdaPage:
+    def test_python_blocks_run_in_order_and_print_the_documented_paths(
+        self, tmp_path, fresh_python
+    ):
+        blocks = _blocks("choosing-lambda.md", "python")
+        code = "\n".join(blocks) + (
+            # What the prose claims about the runs it shows.
+            "\nassert network_path.n_selected[-1] > network_path.n_selected[0]"
+            "\nassert 0.85 <= history.history['sparsity'][-1] <= 0.95"
+            "\nassert exact_path.sparsity[0] == 1.0"
+        )
+        result = fresh_python(code, cwd=tmp_path, timeout=600)
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "regularization_path.png").read_bytes().startswith(b"\x89PNG")
+
+        printed = re.findall(r"^ +l1 .*?(?=^\S|\Z)", result.stdout, flags=re.DOTALL | re.M)
+        documented = [block for block in _blocks("choosing-lambda.md", "text") if " l1 " in block]
+        assert len(printed) == len(documented) == 2
+        approximate, exact = (_table(text) for text in printed)
+        # Adam on mini-batches: the same grid, from few features to all of them.
+        np.testing.assert_allclose(approximate[:, 0], _table(documented[0])[:, 0], rtol=1e-4)
+        assert approximate[0, 4] <= 2 and approximate[-1, 4] == 10
+        # The exact path: converged fits, so the documented losses on every machine.
+        np.testing.assert_allclose(exact[:, :3], _table(documented[1])[:, :3], rtol=1e-3)
+
+
+class TestNotebookPages:
+    def _hook(self):
+        spec = importlib.util.spec_from_file_location(
+            "notebooks_hook", DOCS / "extensions" / "notebooks.py"
+        )
+        hook = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(hook)
+        return hook
+
+    @staticmethod
+    def _stderr(text: str) -> str:
+        return (
+            '<div class="jp-OutputArea-child">\n<div class="jp-OutputPrompt jp-OutputArea-prompt">'
+            '</div>\n<div class="jp-RenderedText jp-OutputArea-output" '
+            f'data-mime-type="application/vnd.jupyter.stderr" tabindex="0">\n<pre>{text}</pre>\n'
+            "</div>\n</div>"
+        )
+
+    def test_only_tensorflow_start_up_lines_are_dropped_from_stderr(self):
+        startup = self._stderr(
+            "WARNING: All log messages before absl::InitializeLog() is called are written to "
+            "STDERR\nI0000 00:00:1796319156.020273   25462 port.cc:153] oneDNN custom "
+            "operations are on.\n"
+        )
+        warning = self._stderr("UserWarning: the model has no regularized weights\n")
+        page = type("Page", (), {"file": type("File", (), {"src_uri": "notebooks/a.ipynb"})})
+        html = self._hook().on_page_content(f"<p>a</p>{startup}{warning}", page, None, None)
+        assert html == f"<p>a</p>{warning}"
+
+    def test_every_notebook_is_in_the_nav(self):
+        config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+        listed = set(re.findall(r"^\s+- (notebooks/\S+\.ipynb)$", config, flags=re.MULTILINE))
+        assert listed == {f"notebooks/{path.name}" for path in (ROOT / "notebooks").glob("*.ipynb")}
