@@ -26,7 +26,7 @@ each round (paired, same process), and its speed-up next to the MAC ratio.
 A model `compact_model` refuses is reported as "refused: <message>".
 
     python benchmarks/bench_compact.py           # ~4 minutes on 2 busy cores
-    python benchmarks/bench_compact.py --smoke   # MLP and CNN, one epoch, seconds
+    python benchmarks/bench_compact.py --quick   # MLP and CNN, one epoch, seconds
 """
 
 import argparse
@@ -119,9 +119,7 @@ def macs(model) -> int:
         if isinstance(layer, keras.Model):
             total += macs(layer)
             continue
-        if not hasattr(layer, "output"):
-            continue
-        out_shape, in_shape = layer.output.shape, layer.input.shape
+        out_shape = layer.output.shape
         if isinstance(layer, keras.layers.Dense):
             total += int(np.prod(layer.kernel.shape)) * _spatial(out_shape)
         elif isinstance(layer, keras.layers.EinsumDense):
@@ -141,7 +139,7 @@ def macs(model) -> int:
                 keras.layers.Conv3DTranspose,
             ),
         ):
-            total += int(np.prod(layer.kernel.shape)) * _spatial(in_shape)
+            total += int(np.prod(layer.kernel.shape)) * _spatial(layer.input.shape)
     return total
 
 
@@ -261,7 +259,10 @@ def table(results) -> str:
                 _before_after(r["macs"]) + mac_ratio,
                 _before_after(r["bytes"]),
                 _before_after(r["accuracy"], "{:.1%}") if r["accuracy"] else "–",
-                f"refused: {r['refused']}" if r["refused"] else "compacted",
+                # compact_model's message names what it supports, then what it received.
+                f"refused: {r['refused'].split('Received: ', 1)[-1]}"
+                if r["refused"]
+                else "compacted",
             ]
         )
     sizes = _common.markdown_table(
@@ -291,18 +292,18 @@ def table(results) -> str:
     return f"{sizes}\n\n{latency}"
 
 
-SMOKE = {"models": ("MLP", "CNN"), "epochs": 1, "batches": (1,), "rounds": 1, "calls": 2}
+QUICK = {"models": ("MLP", "CNN"), "epochs": 1, "batches": (1,), "rounds": 1, "calls": 2}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="MLP and CNN, one epoch, seconds")
+    parser.add_argument("--quick", action="store_true", help="MLP and CNN, one epoch, seconds")
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     args = parser.parse_args(argv)
     print(f"machine: {_common.machine()}")
     print(f"load average at start: {_common.load_average()}")
     start = time.perf_counter()
-    results = run(**SMOKE) if args.smoke else run(models=tuple(args.models))
+    results = run(**QUICK) if args.quick else run(models=tuple(args.models))
     print(table(results))
     for r in results:
         if "max_output_diff" in r:

@@ -151,7 +151,7 @@ class TestBenchDigits:
 class TestBenchCompact:
     def test_sizes_and_latencies_of_each_model(self, bench):
         bench_compact = bench("bench_compact")
-        results = {r["model"]: r for r in bench_compact.run(**bench_compact.SMOKE)}
+        results = {r["model"]: r for r in bench_compact.run(**bench_compact.QUICK)}
         mlp, cnn = results["MLP"], results["CNN"]
         # MACs in closed form: Dense in*out; Conv kh*kw*cin*cout per output position.
         assert mlp["macs"][0] == 64 * 256 + 256 * 128 + 128 * 10
