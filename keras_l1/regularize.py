@@ -152,7 +152,8 @@ def regularize(
     The prunable kernels are those of Dense, EinsumDense, Conv1D/2D/3D (and
     their transposes), DepthwiseConv1D/2D, SeparableConv1D/2D (depthwise and
     pointwise kernels), Embedding, SimpleRNN, LSTM and GRU (kernel and
-    recurrent kernel) layers, nested models' layers included. Each kernel
+    recurrent kernel) layers, nested models' layers included (not layers
+    inside wrappers such as Bidirectional or TimeDistributed). Each kernel
     gets its own copy of `regularizer`, replacing any regularizer it had;
     every other setting, the weights and so the outputs are the original's.
 

@@ -173,6 +173,18 @@ class TestRegularize:
             sorted([L1 * np.abs(kernel).sum(), 0.5 * 4])
         )
 
+    def test_a_compiled_model_gives_a_compiled_copy_with_its_own_optimizer(self):
+        model = LAYERS["Dense"][0]()
+        model.compile(keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.1)), "mse")
+        copy = keras_l1.regularize(model, keras_l1.L1Regularizer(L1))
+        assert isinstance(copy.optimizer, keras_l1.ProximalOptimizer)
+        assert copy.optimizer is not model.optimizer
+        x, y = np.ones((4, 5), "float32"), np.zeros((4, 4), "float32")
+        kernel = numpy(copy.get_layer("layer").kernel)
+        copy.fit(x, y, verbose=0)
+        assert not np.array_equal(numpy(copy.get_layer("layer").kernel), kernel)
+        np.testing.assert_array_equal(numpy(model.get_layer("layer").kernel), kernel)
+
     def test_sequential_stays_sequential_with_its_names(self):
         model = keras.Sequential(
             [
