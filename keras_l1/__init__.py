@@ -6,6 +6,7 @@ from keras_l1.inspection import selected_features
 from keras_l1.inspection import sparsity_report
 from keras_l1.optimizers import ProximalOptimizer
 from keras_l1.path import regularization_path
+from keras_l1.regularize import regularize
 from keras_l1.regularizers import ElasticNetRegularizer
 from keras_l1.regularizers import GroupLassoRegularizer
 from keras_l1.regularizers import L1Regularizer
@@ -27,6 +28,7 @@ __all__ = [
     "SparsityLogger",
     "compact_model",
     "regularization_path",
+    "regularize",
     "selected_features",
     "soft_threshold",
     "sparsity_report",

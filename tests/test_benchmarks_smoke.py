@@ -128,3 +128,32 @@ class TestBenchDigits:
         # (here 88.9%: dense 81.1% after its 6 epochs, pruning 82.9%, L1 + prox
         # (Adam) fine-tuned 60.9%).
         assert from_dense_tuned["accuracy"] > 0.85
+
+
+class TestBenchCompact:
+    def test_sizes_and_latencies_of_each_model(self, bench):
+        bench_compact = bench("bench_compact")
+        results = {r["model"]: r for r in bench_compact.run(**bench_compact.QUICK)}
+        mlp, cnn = results["MLP"], results["CNN"]
+        # MACs in closed form: Dense in*out; Conv kh*kw*cin*cout per output position.
+        assert mlp["macs"][0] == 64 * 256 + 256 * 128 + 128 * 10
+        assert cnn["macs"][0] == (
+            8 * 8 * 9 * 1 * 16 + 8 * 8 * 9 * 16 * 32 + 4 * 4 * 9 * 32 * 64 + 64 * 10
+        )
+        assert mlp["params"][0] == 64 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
+        # The MLP is compacted exactly: no more of anything, the same predictions.
+        assert mlp["refused"] is None
+        assert mlp["params"][1] <= mlp["params"][0]
+        assert mlp["macs"][1] <= mlp["macs"][0]
+        assert mlp["accuracy"][1] == mlp["accuracy"][0]
+        assert mlp["max_output_diff"] < 1e-4
+        assert all(len(ms) == 2 and min(ms) > 0 for ms in mlp["latency_ms"].values())
+        # The CNN is compacted the same way, or refused with compact_model's own message.
+        if cnn["refused"]:
+            assert "compact_model" in cnn["refused"]
+            assert all(len(ms) == 1 for ms in cnn["latency_ms"].values())
+        else:
+            assert cnn["accuracy"][1] == cnn["accuracy"][0]
+        sizes, latency = bench_compact.table(list(results.values())).split("\n\n")
+        assert sizes.count("\n") == 2 + 1
+        assert latency.count("\n") == 2 + 2 * 2 - 1  # header, rule, 2 models x (1 batch x 2 jit)

@@ -1,0 +1,316 @@
+"""From sparse to small: what `compact_model` buys after group lasso training.
+
+Three models, each copied by `keras_l1.regularize(model,
+GroupLassoRegularizer(l1))` (one group per output channel or unit of every
+kernel) and trained with `ProximalOptimizer(SGD(lr, momentum=0.9))`, so
+whole units and channels reach exactly zero; `keras_l1.compact_model` then
+removes them:
+
+- MLP: 64-256-128-10 ReLU on scikit-learn's digits (75/25 split);
+- CNN: the digits as 8x8x1 images, Conv2D(16) -> Conv2D(32) -> MaxPool ->
+  Conv2D(64) -> GlobalAveragePooling -> Dense(10), ReLU, "same" padding;
+- MobileNetV2 (alpha 0.35, 32x32x3, `weights=None`, 10 classes) on random
+  images and labels: a few steps, for its size and latency only (its
+  accuracy means nothing and is not shown).
+
+Reported per model, before and after compaction: parameters,
+multiply-accumulates of one example (MACs: Dense in*out per position, Conv
+kh*kw*cin/groups*cout per output position, depthwise kh*kw*cin*multiplier per
+output position, separable both, transposed Conv kh*kw*cin*cout per input
+position; normalization, pooling and activations not counted, as they fold
+into the neighbouring layer or cost far less), the `.keras` file's bytes and
+the test accuracy. Then CPU latency of `predict_on_batch` at batch 1 and 32,
+with `jit_compile` off and on: the median over rounds of the mean time of a
+block of calls, original and compact model timed in alternating order within
+each round (paired, same process), and its speed-up next to the MAC ratio.
+A model `compact_model` refuses is reported as "refused: <message>".
+
+    python benchmarks/bench_compact.py           # ~4 minutes on 2 busy cores
+    python benchmarks/bench_compact.py --quick   # MLP and CNN, one epoch, seconds
+"""
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import _common
+import keras
+import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+import keras_l1
+
+# predict_on_batch retraces once per batch size and jit setting, on purpose.
+logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def digits(image: bool, seed: int = 0):
+    """Digits scaled to [0, 1], flat or as 8x8x1 images, split 75/25 stratified."""
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype("float32")
+    if image:
+        x = x.reshape(-1, 8, 8, 1)
+    return train_test_split(x, y, test_size=0.25, stratify=y, random_state=seed)
+
+
+def random_images(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, size=(n, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, size=n)
+    return x, x[:64], y, y[:64]
+
+
+def build_mlp():
+    return keras.Sequential(
+        [
+            keras.Input((64,), name="pixels"),
+            keras.layers.Dense(256, activation="relu", name="hidden_1"),
+            keras.layers.Dense(128, activation="relu", name="hidden_2"),
+            keras.layers.Dense(10, name="logits"),
+        ],
+        name="mlp",
+    )
+
+
+def build_cnn():
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1), name="image"),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv_1"),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv_2"),
+            keras.layers.MaxPooling2D(2, name="pool"),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu", name="conv_3"),
+            keras.layers.GlobalAveragePooling2D(name="gap"),
+            keras.layers.Dense(10, name="logits"),
+        ],
+        name="cnn",
+    )
+
+
+def build_mobilenet():
+    return keras.applications.MobileNetV2(
+        alpha=0.35, input_shape=(32, 32, 3), weights=None, classes=10, classifier_activation=None
+    )
+
+
+# name: (builder, data, group lasso l1, SGD learning rate, epochs, batch size, accuracy shown)
+MODELS = {
+    "MLP": (build_mlp, lambda: digits(image=False), 1e-3, 0.05, 30, 64, True),
+    "CNN": (build_cnn, lambda: digits(image=True), 5e-4, 0.05, 30, 64, True),
+    "MobileNetV2": (build_mobilenet, lambda: random_images(160), 1e-2, 0.05, 2, 32, False),
+}
+
+
+def _spatial(shape) -> int:
+    return int(np.prod([d for d in shape[1:-1]], dtype=np.int64))
+
+
+def macs(model) -> int:
+    """Multiply-accumulates of one example through the linear layers of `model`."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += macs(layer)
+            continue
+        out_shape = layer.output.shape
+        if isinstance(layer, keras.layers.Dense):
+            total += int(np.prod(layer.kernel.shape)) * _spatial(out_shape)
+        elif isinstance(layer, keras.layers.EinsumDense):
+            total += int(np.prod(layer.kernel.shape)) * _spatial(out_shape)
+        elif isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)):
+            total += int(np.prod(layer.kernel.shape)) * _spatial(out_shape)
+        elif isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
+            total += int(np.prod(layer.kernel.shape)) * _spatial(out_shape)
+        elif isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
+            total += int(np.prod(layer.depthwise_kernel.shape)) * _spatial(out_shape)
+            total += int(np.prod(layer.pointwise_kernel.shape)) * _spatial(out_shape)
+        elif isinstance(
+            layer,
+            (
+                keras.layers.Conv1DTranspose,
+                keras.layers.Conv2DTranspose,
+                keras.layers.Conv3DTranspose,
+            ),
+        ):
+            total += int(np.prod(layer.kernel.shape)) * _spatial(layer.input.shape)
+    return total
+
+
+def keras_bytes(model) -> int:
+    """Bytes of `model` saved as `.keras` (weights and config, no optimizer state)."""
+    # Not `clone_model`: it compiles the copy as the original was, optimizer state included.
+    copy = type(model).from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "model.keras")
+        copy.save(path)
+        return os.path.getsize(path)
+
+
+def accuracy(model, x, y) -> float:
+    logits = model.predict(x, batch_size=256, verbose=0)
+    return float(np.mean(logits.argmax(axis=1) == y))
+
+
+def latencies(models, x, batches, jit_modes, rounds: int, calls: int) -> dict:
+    """`{(batch, jit): [ms per call of each model]}`, timed in alternating order."""
+    results = {}
+    for jit in jit_modes:
+        for model in models:
+            # A fresh compile: no optimizer state, and the jit setting for predict.
+            model.compile(jit_compile=jit)
+        for batch in batches:
+            inputs = [keras.ops.convert_to_numpy(xi[:batch]) for xi in x]
+            for model, xi in zip(models, inputs):
+                for _ in range(3):  # trace, compile, warm caches
+                    model.predict_on_batch(xi)
+            times = [[] for _ in models]
+            for index in range(rounds):
+                order = list(range(len(models)))
+                if index % 2:
+                    order.reverse()
+                for m in order:
+                    start = time.perf_counter()
+                    for _ in range(calls):
+                        models[m].predict_on_batch(inputs[m])
+                    times[m].append((time.perf_counter() - start) / calls * 1e3)
+            results[(batch, jit)] = [statistics.median(t) for t in times]
+    return results
+
+
+def run(
+    models=tuple(MODELS),
+    epochs: int | None = None,
+    batches=(1, 32),
+    jit_modes=(False, True),
+    rounds: int = 7,
+    calls: int = 20,
+    seed: int = 0,
+) -> list:
+    """Trains, compacts and measures each of `models`; one dict per model."""
+    results = []
+    for name in models:
+        build, data, l1, lr, model_epochs, batch_size, show_accuracy = MODELS[name]
+        keras.utils.set_random_seed(seed)
+        x_train, x_test, y_train, y_test = data()
+        model = keras_l1.regularize(build(), keras_l1.GroupLassoRegularizer(l1))
+        model.compile(keras_l1.ProximalOptimizer(keras.optimizers.SGD(lr, momentum=0.9)), LOSS)
+        start = time.perf_counter()
+        model.fit(
+            x_train,
+            y_train,
+            batch_size=batch_size,
+            epochs=epochs or model_epochs,
+            verbose=0,
+        )
+        row = {
+            "model": name,
+            "train_s": time.perf_counter() - start,
+            "params": [model.count_params()],
+            "macs": [macs(model)],
+            "bytes": [keras_bytes(model)],
+            "accuracy": [accuracy(model, x_test, y_test)] if show_accuracy else None,
+            "refused": None,
+        }
+        try:
+            small, kept = keras_l1.compact_model(model)
+        except ValueError as error:
+            row["refused"] = str(error)
+            pairs, inputs = [model], [x_test]
+        else:
+            # Rank-2 inputs lose dead columns; image inputs keep every channel.
+            x_small = x_test[..., kept]
+            row["params"].append(small.count_params())
+            row["macs"].append(macs(small))
+            row["bytes"].append(keras_bytes(small))
+            if show_accuracy:
+                row["accuracy"].append(accuracy(small, x_small, y_test))
+            row["max_output_diff"] = float(
+                np.abs(small.predict(x_small, verbose=0) - model.predict(x_test, verbose=0)).max()
+            )
+            pairs, inputs = [model, small], [x_test, x_small]
+        row["latency_ms"] = latencies(pairs, inputs, batches, jit_modes, rounds, calls)
+        results.append(row)
+    return results
+
+
+def _before_after(values, fmt="{:,}") -> str:
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(values[0])} → {fmt.format(values[1])}"
+
+
+def table(results) -> str:
+    """Sizes and accuracy, then latencies: two Markdown tables."""
+    rows = []
+    for r in results:
+        mac_ratio = f" ({r['macs'][0] / r['macs'][1]:.1f}×)" if len(r["macs"]) == 2 else ""
+        rows.append(
+            [
+                r["model"],
+                _before_after(r["params"]),
+                _before_after(r["macs"]) + mac_ratio,
+                _before_after(r["bytes"]),
+                _before_after(r["accuracy"], "{:.1%}") if r["accuracy"] else "–",
+                # compact_model's message names what it supports, then what it received.
+                f"refused: {r['refused'].split('Received: ', 1)[-1]}"
+                if r["refused"]
+                else "compacted",
+            ]
+        )
+    sizes = _common.markdown_table(
+        ["model", "parameters", "MACs / example", ".keras bytes", "test accuracy", "compact_model"],
+        rows,
+    )
+    rows = []
+    for r in results:
+        mac_ratio = r["macs"][0] / r["macs"][1] if len(r["macs"]) == 2 else None
+        for (batch, jit), ms in r["latency_ms"].items():
+            compact = f"{ms[1]:.3f}" if len(ms) == 2 else "–"
+            speedup = f"{ms[0] / ms[1]:.2f}×" if len(ms) == 2 else "–"
+            rows.append(
+                [
+                    r["model"],
+                    batch,
+                    "on" if jit else "off",
+                    f"{ms[0]:.3f}",
+                    compact,
+                    speedup,
+                    f"{mac_ratio:.1f}×" if mac_ratio else "–",
+                ]
+            )
+    latency = _common.markdown_table(
+        ["model", "batch", "jit", "original ms", "compact ms", "speed-up", "MAC reduction"], rows
+    )
+    return f"{sizes}\n\n{latency}"
+
+
+QUICK = {"models": ("MLP", "CNN"), "epochs": 1, "batches": (1,), "rounds": 1, "calls": 2}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="MLP and CNN, one epoch, seconds")
+    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    args = parser.parse_args(argv)
+    print(f"machine: {_common.machine()}")
+    print(f"load average at start: {_common.load_average()}")
+    start = time.perf_counter()
+    results = run(**QUICK) if args.quick else run(models=tuple(args.models))
+    print(table(results))
+    for r in results:
+        if "max_output_diff" in r:
+            print(f"{r['model']}: max |compact - original| output = {r['max_output_diff']:.2e}")
+    print(f"load average at end: {_common.load_average()}; {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
