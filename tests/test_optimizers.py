@@ -600,3 +600,173 @@ class TestGroupLassoWithAdaptiveSteps:
                 w = moved * np.maximum(0, 1 - group_step * l1 * np.sqrt(3) / norms)
         # float32 against float64 over three steps: a few ulps of 1e-5.
         np.testing.assert_allclose(numpy(variable), w, rtol=1e-4, atol=1e-6)
+
+
+def lasso_steps(x, y, w, batches, lr, l1, accumulate=1):
+    """Mini-batch proximal SGD on `mse + l1·‖w‖₁` in float64, batch after batch."""
+    w = w.astype(np.float64)
+    pending = []
+    for batch in batches:
+        xb, yb = x[batch], y[batch]
+        pending.append((2 / len(batch)) * xb.T @ (xb @ w - yb))
+        if len(pending) == accumulate:
+            moved = w - lr * np.mean(pending, axis=0)
+            w = np.sign(moved) * np.maximum(np.abs(moved) - lr * l1, 0)
+            pending = []
+    return w
+
+
+def epoch_batches(n, batch_size):
+    return [np.arange(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+
+
+@pytest.fixture
+def problem_20():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(20, 4)).astype("float32")
+    y = x @ np.array([[1.0], [0.05], [-0.8], [0.0]]) + 0.1 * rng.normal(size=(20, 1))
+    return x, y.astype("float32")
+
+
+def jit_settings():
+    # torch.compile is slow to compile these tiny models; eager covers PyTorch.
+    return [False] if keras.backend.backend() == "torch" else [False, True]
+
+
+class TestCountedOnceEverywhere:
+    """Every step equals `prox(w − lr·∇data, lr·l1)`, whatever shares the weights."""
+
+    @pytest.mark.parametrize("jit_compile", jit_settings())
+    def test_layer_shared_by_two_models_each_with_a_proximal_optimizer(
+        self, problem_20, jit_compile
+    ):
+        # The shared encoder of multi-task training: two models, two optimizers,
+        # trained alternately, with a partial last batch (20 = 16 + 4) and a
+        # recompile in the middle.
+        x, y = problem_20
+        layer = keras.layers.Dense(
+            1,
+            use_bias=False,
+            kernel_initializer="zeros",
+            kernel_regularizer=keras_l1.L1Regularizer(0.6),
+        )
+        inputs = keras.Input((4,))
+        first = keras.Model(inputs, layer(inputs))
+        second = keras.Model(inputs, layer(inputs))
+        for model in (first, second):
+            model.compile(
+                keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.1)),
+                "mse",
+                jit_compile=jit_compile,
+            )
+        w = numpy(layer.kernel)
+        batches = epoch_batches(20, 16)
+        for round_ in range(3):
+            for model in (first, second):
+                model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+                w = lasso_steps(x, y, w, batches, 0.1, 0.6)
+                np.testing.assert_allclose(numpy(layer.kernel), w, rtol=1e-5, atol=1e-6)
+                np.testing.assert_array_equal(numpy(layer.kernel) == 0, w == 0)
+            if round_ == 0:
+                first.compile(
+                    keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.1)),
+                    "mse",
+                    jit_compile=jit_compile,
+                )
+
+    def test_one_regularizer_instance_on_layers_of_two_models(self, problem_20):
+        x, y = problem_20
+        shared = keras_l1.L1Regularizer(0.3)
+        models = [linear_model(4, 1, shared) for _ in range(2)]
+        for model in models:
+            model.compile(keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.1)), "mse")
+        expected = [numpy(model.layers[0].kernel) for model in models]
+        for _ in range(2):
+            for i, model in enumerate(models):
+                model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+                expected[i] = lasso_steps(x, y, expected[i], epoch_batches(20, 16), 0.1, 0.3)
+        for model, w in zip(models, expected):
+            np.testing.assert_allclose(numpy(model.layers[0].kernel), w, rtol=1e-5, atol=1e-6)
+
+    @pytest.mark.parametrize("jit_compile", jit_settings())
+    def test_gradient_accumulation_in_fit(self, problem_20, jit_compile):
+        x, y = problem_20
+        model = linear_model(4, 1, keras_l1.L1Regularizer(0.3))
+        inner = keras.optimizers.SGD(0.1, gradient_accumulation_steps=2)
+        model.compile(keras_l1.ProximalOptimizer(inner), "mse", jit_compile=jit_compile)
+        w = numpy(model.layers[0].kernel)
+        model.fit(x, y, batch_size=5, epochs=2, shuffle=False, verbose=0)
+        batches = epoch_batches(20, 5) * 2
+        expected = lasso_steps(x, y, w, batches, 0.1, 0.3, accumulate=2)
+        np.testing.assert_allclose(numpy(model.layers[0].kernel), expected, rtol=1e-5, atol=1e-6)
+
+    @pytest.mark.parametrize("jit_compile", jit_settings())
+    def test_loss_scale_optimizer_around_it(self, problem_20, jit_compile):
+        x, y = problem_20
+        model = linear_model(4, 1, keras_l1.L1Regularizer(0.3))
+        optimizer = keras.optimizers.LossScaleOptimizer(
+            keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.1)), initial_scale=2.0**10
+        )
+        model.compile(optimizer, "mse", jit_compile=jit_compile)
+        w = numpy(model.layers[0].kernel)
+        model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+        expected = lasso_steps(x, y, w, epoch_batches(20, 16) * 3, 0.1, 0.3)
+        np.testing.assert_allclose(numpy(model.layers[0].kernel), expected, rtol=1e-5, atol=1e-6)
+
+    @pytest.mark.backends("tensorflow")
+    def test_overridden_train_step(self, problem_20):
+        import tensorflow as tf
+
+        class Custom(keras.Model):
+            def train_step(self, data):
+                x, y = data
+                with tf.GradientTape() as tape:
+                    y_pred = self(x, training=True)
+                    loss = self.compute_loss(x=x, y=y, y_pred=y_pred)
+                grads = tape.gradient(loss, self.trainable_variables)
+                self.optimizer.apply(grads, self.trainable_variables)
+                return {"loss": loss}
+
+        x, y = problem_20
+        inputs = keras.Input((4,))
+        layer = keras.layers.Dense(
+            1, use_bias=False, kernel_regularizer=keras_l1.L1Regularizer(0.3)
+        )
+        model = Custom(inputs, layer(inputs))
+        model.compile(keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.1)), "mse")
+        w = numpy(layer.kernel)
+        model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+        expected = lasso_steps(x, y, w, epoch_batches(20, 16) * 3, 0.1, 0.3)
+        np.testing.assert_allclose(numpy(layer.kernel), expected, rtol=1e-5, atol=1e-6)
+
+
+@keras.saving.register_keras_serializable(package="keras_l1_tests")
+class NonNegativeL1(keras_l1.ProximalRegularizer):
+    """A user's penalty: `l1 * sum(w)` on `w >= 0`, +inf elsewhere (non-negative lasso)."""
+
+    def __init__(self, l1=0.01):
+        self.l1 = l1
+
+    def penalty(self, w):
+        return self.l1 * keras.ops.sum(w)
+
+    def gradient(self, w):
+        return keras.ops.full_like(w, self.l1)
+
+    def prox(self, w, step):
+        return keras.ops.maximum(w - keras.ops.cast(step, w.dtype) * self.l1, 0)
+
+    def get_config(self):
+        return {"l1": self.l1}
+
+
+class TestUserDefinedPenalty:
+    def test_non_negative_lasso_reaches_scikit_learn(self, diabetes):
+        x, y = diabetes
+        reference = Lasso(alpha=0.05, positive=True, fit_intercept=False, tol=1e-12)
+        reference = reference.fit(x.astype(np.float64), y).coef_
+        model = linear_model(10, 1, NonNegativeL1(0.1))
+        optimizer = keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.1))
+        kernel = fit_full_batch(model, x, y[:, None], 1500, True, optimizer)
+        assert (reference == 0).sum() >= 3
+        assert_same_solution(kernel, reference, atol=2e-5)
