@@ -3,14 +3,10 @@
 import keras
 import numpy as np
 
+from keras_l1 import _channels
 from keras_l1 import _graph
 
-_SUPPORTED = (
-    "a Sequential or functional model with one rank-2 input and one output, made of a chain "
-    "of Dense layers (elementwise activations on hidden layers, no LoRA or quantization) and "
-    "weightless elementwise layers (Dropout, GaussianNoise, GaussianDropout, AlphaDropout, "
-    "ActivityRegularization, Identity, elementwise Activation)"
-)
+_SUPPORTED = "a built Sequential or functional model with one input"
 
 
 def _refuse(model, reason: str) -> ValueError:
@@ -20,8 +16,16 @@ def _refuse(model, reason: str) -> ValueError:
     )
 
 
-def _chain(model) -> list:
-    """The model's layers in call order, if the model is a single chain."""
+def _refuse_layer(model, layer, reason: str) -> ValueError:
+    return ValueError(
+        f"Invalid value for argument `model`: compact_model cannot compact layer "
+        f"'{layer.name}' ({type(layer).__name__}) exactly: {reason}. "
+        f"Received: model='{model.name}'"
+    )
+
+
+def _nodes(model) -> list:
+    """The model's call nodes in call order, after checking compact_model can read them."""
     if not isinstance(model, keras.layers.Layer):
         raise TypeError(
             "Invalid type for argument `model`: expected a Keras model. "
@@ -34,35 +38,27 @@ def _chain(model) -> list:
         )
     if not _graph.is_graph_model(model):
         raise _refuse(model, f"a {type(model).__name__}, whose layer graph is not recorded")
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise _refuse(model, f"with {len(model.inputs)} inputs and {len(model.outputs)} outputs")
-    if len(model.inputs[0].shape) != 2:
-        raise _refuse(model, f"with an input of shape {tuple(model.inputs[0].shape)}")
-    if isinstance(model, keras.Sequential):
-        layers = list(model.layers)
-    else:
-        layers = []
-        node = _graph.producer(model.outputs[0])[1]
-        while not isinstance(node.operation, keras.layers.InputLayer):
-            if len(node.input_tensors) != 1:
-                raise _refuse(
-                    model,
-                    f"whose layer '{node.operation.name}' takes {len(node.input_tensors)} inputs",
-                )
-            layers.append(node.operation)
-            node = _graph.producer(node.input_tensors[0])[1]
-        layers.reverse()
-    for layer in layers:
-        if type(layer) is keras.layers.Dense:
-            if layer.lora_enabled or layer.quantization_mode is not None:
-                raise _refuse(model, f"whose Dense layer '{layer.name}' uses LoRA or quantization")
-        elif not _graph.is_elementwise(layer):
-            raise _refuse(model, f"with layer '{layer.name}' of type {type(layer).__name__}")
-    if len({id(layer) for layer in layers}) != len(layers):
-        raise _refuse(model, "which calls a layer more than once")
-    if not any(type(layer) is keras.layers.Dense for layer in layers):
-        raise _refuse(model, "which has no Dense layer")
-    return layers
+    if len(model.inputs) != 1:
+        raise _refuse(model, f"with {len(model.inputs)} inputs")
+    nodes = _graph.ordered_nodes(model)
+    calls = {}
+    for node in nodes:
+        calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+    for node in nodes:
+        layer = node.operation
+        if getattr(layer, "data_format", None) == "channels_first":
+            raise _refuse_layer(
+                model, layer, "it is channels_first (only channels_last is supported)"
+            )
+        if _channels.kind(node) == "linear" and (
+            getattr(layer, "lora_enabled", False) or layer.quantization_mode is not None
+        ):
+            raise _refuse_layer(model, layer, "it uses LoRA or quantization")
+        if layer.weights and calls[id(layer)] > 1:
+            raise _refuse_layer(
+                model, layer, f"it is called {calls[id(layer)]} times and shares its weights"
+            )
+    return nodes
 
 
 class Compaction(tuple):
@@ -111,12 +107,137 @@ class Compaction(tuple):
         )
 
 
-def _constant_output(value, layers) -> np.ndarray:
-    """`value` pushed through the elementwise layers that follow a Dense layer."""
-    value = keras.ops.convert_to_tensor(value[None, :])
-    for layer in layers:
-        value = layer(value, training=False)
-    return keras.ops.convert_to_numpy(value)[0]
+class _Graph:
+    """Every channel of every tensor of the model, grouped into classes removed together.
+
+    A per-channel layer links each output channel to the input channel(s) it
+    is computed from; linked channels form one class (union-find), which is
+    removed as a whole or kept as a whole.
+    """
+
+    def __init__(self, model, nodes):
+        self.index = {}  # id(tensor) -> global indices of its channels
+        self.constants = {}  # id(tensor) -> value of each channel if constant, else NaN
+        self.linear = []  # (node, _channels.Linear) of the layers that read channels
+        self.creators = []  # linear layers, in call order
+        self._parent = []
+        blocked = []
+        for node in nodes:
+            layer = node.operation
+            tensors = [*node.input_tensors, *node.outputs]
+            for tensor in tensors:
+                self.channels(tensor)
+            output = node.outputs[0]
+            kind = _channels.kind(node)
+            if isinstance(layer, keras.layers.InputLayer):
+                self.constants[id(output)] = np.full(_channels.channels(output), np.nan)
+                if len(output.shape) != 2:
+                    # Image and sequence inputs keep their channels: kept_inputs
+                    # selects columns of a table.
+                    blocked.append(self.channels(output))
+            elif kind == "linear":
+                parts = _channels.Linear(layer)
+                self.creators.append(layer)
+                (inputs,) = node.input_tensors
+                if parts.links is None:
+                    blocked.append(self.channels(inputs))  # token ids, not channels
+                else:
+                    self.linear.append((node, parts))
+                self.constants[id(output)] = parts.constants(
+                    self.constants.get(id(inputs)), output.dtype
+                )
+                if not _channels.is_elementwise_activation(layer):
+                    blocked.append(self.channels(output))
+            elif kind == "per_channel":
+                for tensor, (outs, ins) in zip(node.input_tensors, _channels.sources(node)):
+                    for a, b in zip(self.channels(output)[outs], self.channels(tensor)[ins]):
+                        self._union(int(a), int(b))
+                self.constants[id(output)] = _channels.per_channel_constants(
+                    node, [self.constants[id(tensor)] for tensor in node.input_tensors]
+                )
+            else:
+                for tensor in tensors:
+                    blocked.append(self.channels(tensor))
+                for tensor in node.outputs:
+                    self.constants[id(tensor)] = np.full(_channels.channels(tensor), np.nan)
+        blocked.extend(self.channels(tensor) for tensor in model.outputs)
+        roots = np.array([self._find(i) for i in range(len(self._parent))], dtype=np.int64)
+        _, self.classes = np.unique(roots, return_inverse=True)
+        self.blocked = np.zeros(self.classes.max() + 1, bool)
+        for indices in blocked:
+            self.blocked[self.classes[indices]] = True
+
+    def channels(self, tensor) -> np.ndarray:
+        key = id(tensor)
+        if key not in self.index:
+            start = len(self._parent)
+            size = _channels.channels(tensor)
+            self.index[key] = np.arange(start, start + size)
+            self._parent.extend(range(start, start + size))
+        return self.index[key]
+
+    def _find(self, i: int) -> int:
+        root = i
+        while self._parent[root] != root:
+            root = self._parent[root]
+        while self._parent[i] != root:
+            self._parent[i], i = root, self._parent[i]
+        return root
+
+    def _union(self, a: int, b: int) -> None:
+        self._parent[self._find(a)] = self._find(b)
+
+    def removed_classes(self) -> np.ndarray:
+        """The classes whose every reader ignores them or folds their constant into its bias.
+
+        Removing the outputs of a layer can make its inputs unused, so the rule
+        is applied until nothing changes (removals only grow).
+        """
+        removed = np.zeros_like(self.blocked)
+        while True:
+            kept = self.blocked.copy()
+            for node, parts in self.linear:
+                (inputs,) = node.input_tensors
+                keep_out = ~removed[self.classes[self.channels(node.outputs[0])]]
+                unused = ~np.any(parts.links[:, keep_out], axis=1)
+                fine = unused | parts.absorbs(self.constants[id(inputs)])
+                kept[self.classes[self.channels(inputs)][~fine]] = True
+            if np.array_equal(~kept, removed):
+                return removed
+            removed = ~kept
+
+
+def _rebuild(model, nodes, graph, keep):
+    """The layers of the compact model: `{id(old layer): (new layer, weights)}`."""
+    layers = {}
+    for node in nodes:
+        layer = node.operation
+        if isinstance(layer, keras.layers.InputLayer) or id(layer) in layers:
+            continue
+        kind = _channels.kind(node)
+        config, weights = layer.get_config(), None
+        if kind == "linear":
+            (inputs,) = node.input_tensors
+            keep_in = keep[id(inputs)]
+            constants = graph.constants[id(inputs)]
+            delta = np.zeros(_channels.layer_units(layer))
+            parts = dict(graph.linear).get(node)
+            if parts is not None:
+                fold = ~keep_in & np.isfinite(constants) & (constants != 0)
+                delta = constants[fold] @ parts.sums[fold]
+            config, weights = _channels.rebuild_linear(
+                layer, keep_in, keep[id(node.outputs[0])], delta
+            )
+        elif kind == "per_channel":
+            weights = _channels.rebuild_per_channel(layer, keep[id(node.input_tensors[0])])
+        try:
+            new = type(layer).from_config(config)
+        except Exception as error:
+            raise _refuse_layer(
+                model, layer, f"it cannot be rebuilt from its config ({error})"
+            ) from error
+        layers[id(layer)] = (layer, new, weights)
+    return layers
 
 
 def compact_model(model) -> Compaction:
@@ -177,95 +298,69 @@ def compact_model(model) -> Compaction:
     >>> bool(np.allclose(numpy(small(x[:, kept_inputs])), numpy(model(x))))
     True
     """
-    layers = _chain(model)
-    dense_positions = [i for i, layer in enumerate(layers) if type(layer) is keras.layers.Dense]
-    for k in dense_positions[:-1]:
-        layer = layers[k]
-        if layer.activation not in _graph.ELEMENTWISE_ACTIVATIONS:
-            raise _refuse(
-                model, f"whose hidden Dense layer '{layer.name}' has a non-elementwise activation"
-            )
-    dense = [layers[i] for i in dense_positions]
-    # The elementwise layers between Dense layer k and k + 1.
-    between = [layers[i + 1 : j] for i, j in zip(dense_positions, dense_positions[1:])]
-    kernels = [keras.ops.convert_to_numpy(layer.kernel).copy() for layer in dense]
-    biases = [
-        keras.ops.convert_to_numpy(layer.bias).copy()
-        if layer.use_bias
-        else np.zeros(layer.units, kernels[k].dtype)
-        for k, layer in enumerate(dense)
-    ]
-    needs_bias = [layer.use_bias for layer in dense]
-    # keep[0] marks input columns, keep[k + 1] the units of dense[k].
-    keep = [np.ones(kernels[0].shape[0], bool)] + [np.ones(layer.units, bool) for layer in dense]
+    nodes = _nodes(model)
+    graph = _Graph(model, nodes)
+    removed = graph.removed_classes()
+    keep = {key: ~removed[graph.classes[indices]] for key, indices in graph.index.items()}
 
-    changed = True
-    while changed:
-        changed = False
-        # Dead outgoing: a row of the next kernel (restricted to kept units) is zero.
-        for k in range(len(dense)):
-            rows = kernels[k][:, keep[k + 1]]
-            dead = keep[k] & ~np.any(rows != 0, axis=1)
-            if dead.any():
-                keep[k] &= ~dead
-                changed = True
-        # Dead incoming: a hidden unit's column (restricted to kept inputs) is zero,
-        # so it outputs a constant, which moves into the next layer's bias.
-        for k in range(len(dense) - 1):
-            columns = kernels[k][keep[k], :]
-            dead = keep[k + 1] & ~np.any(columns != 0, axis=0)
-            if not dead.any():
-                continue
-            activation = dense[k].activation(keras.ops.convert_to_tensor(biases[k][dead]))
-            constant = _constant_output(keras.ops.convert_to_numpy(activation), between[k])
-            contribution = constant @ kernels[k + 1][dead, :]
-            if np.any(contribution != 0):
-                biases[k + 1] = biases[k + 1] + contribution.astype(biases[k + 1].dtype)
-                needs_bias[k + 1] = True
-            keep[k + 1] &= ~dead
-            changed = True
-
-    if not keep[0].any():
+    (input_tensor,) = model.inputs
+    if not keep[id(input_tensor)].any():
         raise ValueError(
             f"Invalid value for argument `model`: every input of model '{model.name}' has "
             "all-zero outgoing weights, so its output is constant and there is no input to "
             f"keep. Received: model='{model.name}'"
         )
-    for k, layer in enumerate(dense[:-1]):
-        if not keep[k + 1].any():
-            raise ValueError(
-                f"Invalid value for argument `model`: every unit of layer '{layer.name}' is "
-                f"dead, so the output of model '{model.name}' is constant. "
-                f"Received: model='{model.name}'"
-            )
+    for node in nodes:
+        for tensor in node.outputs:
+            if not keep[id(tensor)].any():
+                raise ValueError(
+                    f"Invalid value for argument `model`: every unit of layer "
+                    f"'{node.operation.name}' is dead (unused, or constant and folded into "
+                    "the next layer), and compact_model does not remove whole layers. "
+                    f"Received: model='{model.name}'"
+                )
 
-    kept_inputs = [int(i) for i in np.flatnonzero(keep[0])]
-    input_layer = _graph.producer(model.inputs[0])[0]
+    layers = _rebuild(model, nodes, graph, keep)
+    kept_inputs = [int(i) for i in np.flatnonzero(keep[id(input_tensor)])]
+    shape = list(input_tensor.shape)
+    if len(shape) == 2:
+        shape[-1] = len(kept_inputs)
     inputs = keras.Input(
-        shape=(len(kept_inputs),), dtype=model.inputs[0].dtype, name=input_layer.name
+        batch_shape=tuple(shape),
+        dtype=input_tensor.dtype,
+        name=_graph.producer(input_tensor)[0].name,
     )
-    new_layers = []
-    for layer in layers:
-        config = layer.get_config()
-        if type(layer) is keras.layers.Dense:
-            k = dense.index(layer)
-            config["units"] = int(keep[k + 1].sum())
-            config["use_bias"] = needs_bias[k]
-        new_layers.append(type(layer).from_config(config))
     if isinstance(model, keras.Sequential):
-        small = keras.Sequential([inputs, *new_layers], name=model.name)
+        small = keras.Sequential(
+            [inputs, *(layers[id(layer)][1] for layer in model.layers)], name=model.name
+        )
     else:
-        outputs = inputs
-        for layer in new_layers:
-            outputs = layer(outputs)
-        small = keras.Model(inputs, outputs, name=model.name)
-    for k, layer in enumerate(new_layers[i] for i in dense_positions):
-        layer.kernel.assign(kernels[k][np.ix_(keep[k], keep[k + 1])])
-        if layer.use_bias:
-            layer.bias.assign(biases[k][keep[k + 1]])
+        tensors = {id(input_tensor): inputs}
 
-    units_before = {"inputs": len(keep[0])}
-    units_before.update({layer.name: layer.units for layer in dense})
+        def new_tensor(value):
+            return tensors[id(value)] if isinstance(value, keras.KerasTensor) else value
+
+        for node in nodes:
+            if isinstance(node.operation, keras.layers.InputLayer):
+                continue
+            new = layers[id(node.operation)][1]
+            args = keras.tree.map_structure(new_tensor, node.arguments.args)
+            kwargs = keras.tree.map_structure(new_tensor, node.arguments.kwargs)
+            outputs = keras.tree.flatten(new(*args, **kwargs))
+            tensors.update({id(old): out for old, out in zip(node.outputs, outputs)})
+        outputs = [tensors[id(tensor)] for tensor in model.outputs]
+        small = keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+    for layer, new, weights in layers.values():
+        if weights is None:
+            new.set_weights(layer.get_weights())
+        for name, value in (weights or {}).items():
+            getattr(new, name).assign(value)
+
+    units_before = {"inputs": len(keep[id(input_tensor)])}
     units_after = {"inputs": len(kept_inputs)}
-    units_after.update({layer.name: int(keep[k + 1].sum()) for k, layer in enumerate(dense)})
+    for node in nodes:
+        if node.operation in graph.creators:
+            name = node.operation.name
+            units_before[name] = _channels.layer_units(node.operation)
+            units_after[name] = int(keep[id(node.outputs[0])].sum())
     return Compaction(small, kept_inputs, model.count_params(), units_before, units_after)
