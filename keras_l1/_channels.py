@@ -95,7 +95,8 @@ def kind(node) -> str:
     layer = node.operation
     rank = len(node.outputs[0].shape)
     if type(layer) in _LINEAR:
-        return "linear"
+        # Grouped convolutions read a slice of the input channels per group.
+        return "linear" if getattr(layer, "groups", 1) == 1 else "unknown"
     if type(layer) in _DEPTHWISE:
         return "per_channel" if is_elementwise_activation(layer) else "unknown"
     if isinstance(layer, L.Activation):

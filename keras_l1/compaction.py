@@ -1,4 +1,4 @@
-"""`compact_model`: a smaller model with the dead inputs and units removed."""
+"""`compact_model`: a smaller model with the dead inputs, units and channels removed."""
 
 import keras
 import numpy as np
@@ -51,7 +51,8 @@ def _nodes(model) -> list:
                 model, layer, "it is channels_first (only channels_last is supported)"
             )
         if _channels.kind(node) == "linear" and (
-            getattr(layer, "lora_enabled", False) or layer.quantization_mode is not None
+            getattr(layer, "lora_enabled", False)
+            or getattr(layer, "quantization_mode", None) is not None
         ):
             raise _refuse_layer(model, layer, "it uses LoRA or quantization")
         if layer.weights and calls[id(layer)] > 1:
@@ -233,56 +234,73 @@ def _rebuild(model, nodes, graph, keep):
         try:
             new = type(layer).from_config(config)
         except Exception as error:
-            raise _refuse_layer(
-                model, layer, f"it cannot be rebuilt from its config ({error})"
-            ) from error
+            if layer.variables:
+                raise _refuse_layer(
+                    model, layer, f"it cannot be rebuilt from its config ({error})"
+                ) from error
+            # A layer without state (a Lambda of a Python lambda, which safe
+            # mode will not deserialize) can serve both models.
+            new, weights = layer, {}
         layers[id(layer)] = (layer, new, weights)
     return layers
 
 
 def compact_model(model) -> Compaction:
-    """Removes inputs and hidden units with all-zero weights: same outputs, fewer parameters.
+    """Removes dead inputs, units and channels: same outputs, fewer parameters.
 
-    For `y = f_L(W_L·…f_1(W_1·x + b_1)… + b_L)` with elementwise `f_k`:
+    Works on the layer graph of a Sequential or functional model. A channel
+    (a unit of a Dense layer, a filter of a convolution, an output dimension
+    of an Embedding, a column of a rank-2 input) is removed, from the layer
+    that makes it and from every layer it goes through, when every layer that
+    reads it (Dense, Conv1D/2D/3D, SeparableConv1D/2D) either
 
-    - input column `i` is dropped when row `i` of `W_1` is zero: it never
-      reaches the output;
-    - hidden unit `j` of layer `k` is dropped when its outgoing weights (row `j`
-      of `W_{k+1}`) are zero, for the same reason;
-    - a hidden unit whose incoming weights (column `j` of `W_k`) are zero
-      outputs the constant `f_k(b_k[j])`; it is dropped and its contribution
-      `f_k(b_k[j]) · W_{k+1}[j, :]` is added to `b_{k+1}` (the next layer gets a
-      bias if it had none and the contribution is non-zero).
+    - ignores it: its kernel slice for the channel is exactly zero (on the
+      channels that remain), or
+    - can fold it: the channel is the same constant `c` at every position
+      (its own kernel slice is zero, so it outputs `activation(bias)`, pushed
+      through BatchNormalization and the other layers on its way), and `c`
+      times the reader's kernel slice moves into the reader's bias. A zero
+      constant always folds; a non-zero one only into a Dense layer or a
+      convolution whose windows never cover padding (`padding="valid"` or a
+      1x1 kernel), since with `padding="same"` the borders see `c` next to
+      padding zeros. Otherwise the channel stays.
 
-    The rules are applied until nothing changes, so removals propagate through
-    the network. The result satisfies
-    `small(x[:, kept_inputs]) == model(x)` up to floating-point summation order.
-    Layers keep their names and configs (regularizers, constraints, dtype
-    policies), so the small model can be compiled and trained further; the
-    output layer keeps all its units and may use any activation (`softmax`).
+    Layers that carry channels one to one remove them together: elementwise
+    activations (Activation, ReLU, LeakyReLU, ELU), Dropout-like layers,
+    BatchNormalization, DepthwiseConv1D/2D, pooling, ZeroPadding, UpSampling,
+    Cropping, Flatten (a channel's flat positions), global pooling, `Add`,
+    `Subtract`, `Multiply`, `Average`, `Maximum`, `Minimum` (a channel goes
+    only when it can go on every input) and `Concatenate` on the channel axis.
+    Any other layer (Reshape, Lambda, attention, recurrent, grouped
+    convolutions, a softmax activation, nested models) keeps every channel it
+    reads or writes, so it is copied unchanged. The model's outputs, and the
+    channels of an image or sequence input, are always kept.
 
-    Supported: Sequential and functional models with one rank-2 input and one
-    output that are a chain of `Dense` layers and weightless elementwise
-    layers (Dropout, GaussianNoise, GaussianDropout, AlphaDropout,
-    ActivityRegularization, Identity, Activation with an elementwise
-    function). Anything else (subclassed or nested models, branches,
-    normalization or convolution layers, softmax on a hidden layer, LoRA or
-    quantized Dense layers) raises a `ValueError` naming the obstacle.
+    The result satisfies `small(x[:, kept_inputs]) == model(x)` for a rank-2
+    input and `small(x) == model(x)` otherwise, in inference mode, up to
+    floating-point summation order. Layers keep their names and configs
+    (regularizers, constraints, dtype policies), so the small model can be
+    compiled and trained further.
 
     Args:
-        model: A built Keras model as described above.
+        model: A built Sequential or functional Keras model with one input.
 
     Returns:
         A `Compaction`, which unpacks as `(small_model, kept_inputs)`:
         `kept_inputs` is the sorted list of input columns the small model
-        takes. It also has `params_before`, `params_after`, `units_before`,
-        `units_after`, and `str()` summarizes them.
+        takes (all channels for an input of rank above 2). It also has
+        `params_before`, `params_after`, `units_before` and `units_after`
+        (units or filters of each Dense, convolution and Embedding layer),
+        and `str()` summarizes them.
 
     Raises:
         TypeError: If `model` is not a Keras model.
-        ValueError: If `model` is not built or not supported, or if all its
-            inputs or all units of a hidden layer are dead (the output is
-            then constant).
+        ValueError: If `model` is not built, is subclassed, has several
+            inputs, or has a layer compact_model cannot handle exactly
+            (channels_first, LoRA or quantized, a layer with weights called
+            more than once, one that cannot be rebuilt from its config; the
+            message names the layer); or if all inputs or all units of a
+            layer are dead (the output is then constant).
 
     Example:
 
@@ -297,6 +315,18 @@ def compact_model(model) -> Compaction:
     >>> numpy = keras.ops.convert_to_numpy
     >>> bool(np.allclose(numpy(small(x[:, kept_inputs])), numpy(model(x))))
     True
+
+    A convolution's dead filter leaves with its row in the next layer:
+
+    >>> cnn = keras.Sequential([keras.Input((8, 8, 1)),
+    ...     keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+    ...     keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    >>> kernel = numpy(cnn.get_layer("conv").kernel)
+    >>> kernel[..., 1] = 0.0
+    >>> _ = cnn.get_layer("conv").kernel.assign(kernel)
+    >>> compaction = keras_l1.compact_model(cnn)
+    >>> compaction.units_after["conv"], cnn.count_params() - compaction.params_after
+    (3, 12)
     """
     nodes = _nodes(model)
     graph = _Graph(model, nodes)
