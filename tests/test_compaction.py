@@ -475,6 +475,56 @@ class TestEmbedding:
         assert_same_outputs(model, small, tokens, kept_inputs)
 
 
+class TestDigitsCNN:
+    def test_group_lasso_on_filters_then_compaction(self):
+        from sklearn.datasets import load_digits
+
+        keras.utils.set_random_seed(0)
+        x, y = load_digits(return_X_y=True)
+        x = (x / 16.0).astype("float32").reshape(-1, 8, 8, 1)
+
+        def filters():
+            # Groups along the last kernel axis: whole filters.
+            return keras_l1.GroupLassoRegularizer(3e-3, group_axis=-1)
+
+        model = keras.Sequential(
+            [
+                keras.Input((8, 8, 1)),
+                keras.layers.Conv2D(
+                    16,
+                    3,
+                    padding="same",
+                    activation="relu",
+                    name="conv1",
+                    kernel_regularizer=filters(),
+                ),
+                keras.layers.BatchNormalization(name="bn"),
+                keras.layers.Conv2D(
+                    32, 3, activation="relu", name="conv2", kernel_regularizer=filters()
+                ),
+                keras.layers.MaxPooling2D(2),
+                keras.layers.Flatten(),
+                keras.layers.Dense(10, activation="softmax", name="out"),
+            ]
+        )
+        model.compile(
+            keras_l1.ProximalOptimizer(keras.optimizers.SGD(0.05, momentum=0.9)),
+            "sparse_categorical_crossentropy",
+        )
+        model.fit(x, y, epochs=4, batch_size=64, verbose=0)
+        small, kept_inputs = compaction = keras_l1.compact_model(model)
+        assert kept_inputs == [0]
+        # Every filter the group lasso zeroed goes (conv1's constant ones are
+        # folded through bn into conv2's bias: conv2 pads nothing).
+        for name, filters in (("conv1", 16), ("conv2", 32)):
+            kernel = numpy(model.get_layer(name).kernel)
+            zero = int(np.sum(~np.any(kernel != 0, axis=(0, 1, 2))))
+            assert zero > 0
+            assert compaction.units_after[name] == filters - zero
+        assert compaction.params_after < compaction.params_before
+        assert_same_outputs(model, small, x)
+
+
 class TestMobileNetV2:
     def test_dead_expansion_channels_are_removed(self):
         keras.utils.set_random_seed(0)
