@@ -64,6 +64,7 @@ _KEEP_CONSTANT = (
 _AVERAGE_POOLING = (L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D)
 # Spatial layers that bring in zeros: only a zero channel stays constant.
 _KEEP_ZERO = (L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D)
+_RECURRENT = (L.LSTM, L.GRU)
 _MERGE = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
 
 
@@ -99,6 +100,10 @@ def kind(node) -> str:
         return "linear" if getattr(layer, "groups", 1) == 1 else "unknown"
     if type(layer) in _DEPTHWISE:
         return "per_channel" if is_elementwise_activation(layer) else "unknown"
+    if type(layer) in _RECURRENT:
+        # One output (no states), as many units in and out of every step.
+        simple = not (layer.return_state or layer.stateful)
+        return "recurrent" if simple and len(node.outputs) == 1 else "unknown"
     if isinstance(layer, L.Activation):
         return "per_channel" if _graph.is_elementwise(layer) else "unknown"
     if type(layer) is L.BatchNormalization:
@@ -268,11 +273,67 @@ class Linear:
         return (x == 0) | (np.isfinite(x) & (not self.pads))
 
 
+class Recurrent:
+    """An LSTM or GRU's gate kernels, seen as `links` [in, units] and `self_links` [units, units].
+
+    Unit `j` reads input channel `c` when a gate's kernel column for `j` has a
+    non-zero in row `c`, and unit `o` when a recurrent kernel column does. A
+    unit whose candidate kernel, recurrent kernel and bias columns are zero
+    has a candidate of `activation(0)`; when that is 0 (tanh, relu), its cell
+    (LSTM) or state (GRU) stays at its initial 0, and so does its output.
+    """
+
+    pads = False
+    sums = None
+
+    def __init__(self, layer):
+        self.layer = layer
+        cell = layer.cell
+        units = cell.units
+        self.gates = 4 if type(layer) is L.LSTM else 3
+        kernel = _numpy(cell.kernel).reshape(-1, self.gates, units)
+        recurrent = _numpy(cell.recurrent_kernel).reshape(units, self.gates, units)
+        self.links = np.any(kernel != 0, axis=1)
+        self.self_links = np.any(recurrent != 0, axis=1)
+        np.fill_diagonal(self.self_links, False)  # a removed unit does not read itself
+        # The candidate is gate 2 in both: LSTM's (i, f, c, o), GRU's (z, r, h).
+        candidate = ~np.any(kernel[:, 2] != 0, axis=0) & ~np.any(recurrent[:, 2] != 0, axis=0)
+        if cell.use_bias:
+            bias = _numpy(cell.bias).reshape(-1, self.gates, units)[:, 2]
+            candidate &= ~np.any(bias != 0, axis=0)
+        at_zero = _numpy(cell.activation(keras.ops.zeros((1,), dtype=layer.compute_dtype)))
+        self.output_constants = np.where(candidate & (at_zero[0] == 0), 0.0, np.nan)
+
+    def constants(self, x: np.ndarray, dtype) -> np.ndarray:
+        return self.output_constants
+
+    def absorbs(self, x: np.ndarray) -> np.ndarray:
+        return x == 0
+
+
+def rebuild_recurrent(layer, keep_in, keep_out):
+    """A config and `{attribute path: value}` weights of an LSTM or GRU for the kept units."""
+    cell = layer.cell
+    gates = 4 if type(layer) is L.LSTM else 3
+    config = layer.get_config()
+    config["units"] = int(keep_out.sum())
+    columns = (np.arange(gates)[:, None] * cell.units + np.flatnonzero(keep_out)).ravel()
+    weights = {
+        "cell.kernel": _numpy(cell.kernel)[keep_in][:, columns],
+        "cell.recurrent_kernel": _numpy(cell.recurrent_kernel)[keep_out][:, columns],
+    }
+    if cell.use_bias:
+        weights["cell.bias"] = _numpy(cell.bias)[..., columns]
+    return config, weights
+
+
 def layer_units(layer) -> int:
     if type(layer) is L.Dense:
         return layer.units
     if type(layer) is L.Embedding:
         return layer.output_dim
+    if type(layer) in _RECURRENT:
+        return layer.units
     return layer.filters
 
 

@@ -136,8 +136,8 @@ class _Graph:
                     # Image and sequence inputs keep their channels: kept_inputs
                     # selects columns of a table.
                     blocked.append(self.channels(output))
-            elif kind == "linear":
-                parts = _channels.Linear(layer)
+            elif kind in ("linear", "recurrent"):
+                parts = (_channels.Linear if kind == "linear" else _channels.Recurrent)(layer)
                 self.creators.append(layer)
                 (inputs,) = node.input_tensors
                 if parts.links is None:
@@ -203,6 +203,11 @@ class _Graph:
                 unused = ~np.any(parts.links[:, keep_out], axis=1)
                 fine = unused | parts.absorbs(self.constants[id(inputs)])
                 kept[self.classes[self.channels(inputs)][~fine]] = True
+                if isinstance(parts, _channels.Recurrent):
+                    # The layer reads its own units at the next step.
+                    read = np.any(parts.self_links[:, keep_out], axis=1)
+                    fine = ~read | (self.constants[id(node.outputs[0])] == 0)
+                    kept[self.classes[self.channels(node.outputs[0])][~fine]] = True
             if np.array_equal(~kept, removed):
                 return removed
             removed = ~kept
@@ -223,11 +228,15 @@ def _rebuild(model, nodes, graph, keep):
             constants = graph.constants[id(inputs)]
             delta = np.zeros(_channels.layer_units(layer))
             parts = dict(graph.linear).get(node)
-            if parts is not None:
+            if parts is not None and parts.sums is not None:
                 fold = ~keep_in & np.isfinite(constants) & (constants != 0)
                 delta = constants[fold] @ parts.sums[fold]
             config, weights = _channels.rebuild_linear(
                 layer, keep_in, keep[id(node.outputs[0])], delta
+            )
+        elif kind == "recurrent":
+            config, weights = _channels.rebuild_recurrent(
+                layer, keep[id(node.input_tensors[0])], keep[id(node.outputs[0])]
             )
         elif kind == "per_channel":
             weights = _channels.rebuild_per_channel(layer, keep[id(node.input_tensors[0])])
@@ -252,7 +261,7 @@ def compact_model(model) -> Compaction:
     (a unit of a Dense layer, a filter of a convolution, an output dimension
     of an Embedding, a column of a rank-2 input) is removed, from the layer
     that makes it and from every layer it goes through, when every layer that
-    reads it (Dense, Conv1D/2D/3D, SeparableConv1D/2D) either
+    reads it (Dense, Conv1D/2D/3D, SeparableConv1D/2D, LSTM, GRU) either
 
     - ignores it: its kernel slice for the channel is exactly zero (on the
       channels that remain), or
@@ -265,13 +274,18 @@ def compact_model(model) -> Compaction:
       1x1 kernel), since with `padding="same"` the borders see `c` next to
       padding zeros. Otherwise the channel stays.
 
+    An LSTM or GRU unit goes when no later layer and no other unit's gates
+    read it, or when its candidate's kernel, recurrent kernel and bias columns
+    are zero (its state then stays 0, so it outputs 0); LSTM and GRU read
+    only zero constants.
+
     Layers that carry channels one to one remove them together: elementwise
     activations (Activation, ReLU, LeakyReLU, ELU), Dropout-like layers,
     BatchNormalization, DepthwiseConv1D/2D, pooling, ZeroPadding, UpSampling,
     Cropping, Flatten (a channel's flat positions), global pooling, `Add`,
     `Subtract`, `Multiply`, `Average`, `Maximum`, `Minimum` (a channel goes
     only when it can go on every input) and `Concatenate` on the channel axis.
-    Any other layer (Reshape, Lambda, attention, recurrent, grouped
+    Any other layer (Reshape, Lambda, attention, stateful RNNs, grouped
     convolutions, a softmax activation, nested models) keeps every channel it
     reads or writes, so it is copied unchanged. The model's outputs, and the
     channels of an image or sequence input, are always kept.
@@ -290,7 +304,8 @@ def compact_model(model) -> Compaction:
         `kept_inputs` is the sorted list of input columns the small model
         takes (all channels for an input of rank above 2). It also has
         `params_before`, `params_after`, `units_before` and `units_after`
-        (units or filters of each Dense, convolution and Embedding layer),
+        (units or filters of each Dense, convolution, Embedding and
+        recurrent layer),
         and `str()` summarizes them.
 
     Raises:
@@ -383,8 +398,9 @@ def compact_model(model) -> Compaction:
     for layer, new, weights in layers.values():
         if weights is None:
             new.set_weights(layer.get_weights())
-        for name, value in (weights or {}).items():
-            getattr(new, name).assign(value)
+        for path, value in (weights or {}).items():
+            owner, _, name = path.rpartition(".")
+            getattr(getattr(new, owner) if owner else new, name).assign(value)
 
     units_before = {"inputs": len(keep[id(input_tensor)])}
     units_after = {"inputs": len(kept_inputs)}

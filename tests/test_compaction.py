@@ -199,7 +199,7 @@ def kill(layer, channels, bias=0.0, attribute="kernel"):
 def randomize(model, rng):
     """Random biases and BatchNormalization statistics, so that no constant is 0 by chance."""
     for layer in model.layers:
-        if getattr(layer, "use_bias", False):
+        if getattr(layer, "bias", None) is not None:
             layer.bias.assign(rng.normal(size=layer.bias.shape) * 0.1)
         if isinstance(layer, keras.layers.BatchNormalization):
             size = layer.gamma.shape[0]
@@ -598,3 +598,49 @@ class TestRefusals:
         assert compaction.units_after == {"inputs": 2, "c0": 3, "c1": 4, "d": 3}
         assert compaction.params_before - compaction.params_after == 2 + 1 + 4
         assert_same_outputs(model, small, images((4, 4, 2), rng))
+
+
+class TestRecurrent:
+    @pytest.mark.parametrize(
+        "layer, gates",
+        [
+            (lambda: keras.layers.LSTM(5, return_sequences=True, name="rnn"), 4),
+            (lambda: keras.layers.GRU(5, return_sequences=True, name="rnn"), 3),
+            (lambda: keras.layers.GRU(5, reset_after=False, name="rnn"), 3),
+        ],
+    )
+    def test_units_with_a_dead_candidate_and_unused_units_go(self, layer, gates):
+        rng = np.random.default_rng(11)
+        inputs = keras.Input((6, 4))
+        x = keras.layers.Dense(3, name="embed")(inputs)
+        x = layer()(x)
+        x = keras.layers.Dense(2, name="head")(x)
+        model = keras.Model(inputs, x)
+        randomize(model, rng)
+        cell = model.get_layer("rnn").cell
+        candidate = 2 * 5 + 1  # unit 1's candidate column (gate 2)
+        for variable in (cell.kernel, cell.recurrent_kernel, cell.bias):
+            values = numpy(variable).copy()
+            values[..., candidate] = 0
+            variable.assign(values)
+        # Unit 3 is read by nothing: neither head nor the other units' gates.
+        recurrent = numpy(cell.recurrent_kernel).copy()
+        recurrent[3] = 0
+        cell.recurrent_kernel.assign(recurrent)
+        head = numpy(model.get_layer("head").kernel).copy()
+        head[[3, 4]] = 0  # unit 4 stays: the other units' gates read it
+        model.get_layer("head").kernel.assign(head)
+        # embed's unit 0 is read by no gate: it goes too.
+        kernel = numpy(cell.kernel).copy()
+        kernel[0] = 0
+        cell.kernel.assign(kernel)
+        small, _ = compaction = keras_l1.compact_model(model)
+        assert compaction.units_after == {"inputs": 4, "embed": 2, "rnn": 3, "head": 2}
+        bias_rows = numpy(cell.bias).size // (gates * 5)
+        # A unit's gate columns: kernel (over embed's 2 kept units), recurrent, bias.
+        rnn_unit = gates * (2 + 5 + bias_rows)
+        rnn_rows = gates * 3  # a unit's recurrent row over the 3 kept units
+        embed_unit = 4 + 1 + gates * 5  # embed's column and bias, the rnn's kernel row
+        expected = 2 * rnn_unit + 2 * rnn_rows + 2 * 2 + embed_unit
+        assert compaction.params_before - compaction.params_after == expected
+        assert_same_outputs(model, small, images((6, 4), rng))
