@@ -351,6 +351,20 @@ class TestDepthwiseAndSeparable:
         assert compaction.params_before - compaction.params_after == channel + sep_filter
         assert_same_outputs(model, small, images((6, 6, 3), rng))
 
+    def test_a_constant_folds_through_a_valid_separable_convolution(self):
+        rng = np.random.default_rng(3)
+        inputs = keras.Input((6, 6, 3))
+        x = keras.layers.Conv2D(4, 1, activation="sigmoid", name="c1")(inputs)
+        x = keras.layers.SeparableConv2D(2, 3, depth_multiplier=2, name="sep")(x)
+        model = keras.Model(inputs, x)
+        randomize(model, rng)
+        kill(model.get_layer("c1"), [0], bias=0.0)  # sigmoid(0) = 0.5 everywhere
+        small, _ = compaction = keras_l1.compact_model(model)
+        assert compaction.units_after == {"inputs": 3, "c1": 3, "sep": 2}
+        # c1's filter and bias; sep's two 3x3 depthwise slices and 2 x 2 pointwise rows.
+        assert compaction.params_before - compaction.params_after == 4 + 2 * 9 + 2 * 2
+        assert_same_outputs(model, small, images((6, 6, 3), rng))
+
     def test_a_depthwise_bias_keeps_the_channel(self):
         rng = np.random.default_rng(3)
         inputs = keras.Input((6, 6, 3))
@@ -588,6 +602,7 @@ class TestRefusals:
         x = keras.layers.Conv2D(4, 1, name="c0")(inputs)
         x = keras.layers.Conv2D(4, 1, name="c1")(x)
         x = keras.layers.Reshape((32, 2))(x)  # mixes c1's channels: no rule applies
+        x = keras.layers.Lambda(lambda t: 2.0 * t)(x)
         x = keras.layers.Dense(3, name="d")(x)
         model = keras.Model(inputs, x)
         randomize(model, rng)
@@ -644,3 +659,21 @@ class TestRecurrent:
         expected = 2 * rnn_unit + 2 * rnn_rows + 2 * 2 + embed_unit
         assert compaction.params_before - compaction.params_after == expected
         assert_same_outputs(model, small, images((6, 4), rng))
+
+
+class TestOutputs:
+    def test_two_outputs_keep_their_channels(self):
+        rng = np.random.default_rng(12)
+        inputs = keras.Input((5,))
+        x = keras.layers.Dense(4, activation="relu", name="shared")(inputs)
+        first = keras.layers.Dense(2, name="first")(x)
+        second = keras.layers.Dense(3, name="second")(x)
+        model = keras.Model(inputs, [first, second])
+        randomize(model, rng)
+        kill(model.get_layer("shared"), [2])
+        kill(model.get_layer("first"), [0])  # an output: it stays
+        small, kept_inputs = compaction = keras_l1.compact_model(model)
+        assert compaction.units_after == {"inputs": 5, "shared": 3, "first": 2, "second": 3}
+        x = images((5,), rng, batch=8)
+        for got, expected in zip(small(x), model(x)):
+            np.testing.assert_allclose(numpy(got), numpy(expected), rtol=0, atol=1e-5)
