@@ -499,7 +499,7 @@ class TestDigitsCNN:
 
         def filters():
             # Groups along the last kernel axis: whole filters.
-            return keras_l1.GroupLassoRegularizer(3e-3, group_axis=-1)
+            return keras_l1.GroupLassoRegularizer(1e-2, group_axis=-1)
 
         model = keras.Sequential(
             [
