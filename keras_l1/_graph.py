@@ -1,4 +1,4 @@
-"""Reading a model's layer graph: which layer sees the input features, Dense chains.
+"""Reading a model's layer graph: which layer sees the input features, nodes in call order.
 
 Keras 3 records each layer call as a node; a symbolic tensor's `_keras_history`
 names the layer and node that produced it. Both `selected_features` and

@@ -72,7 +72,8 @@ class Compaction(tuple):
         kept_inputs: Sorted column indices the compact model takes (list of int).
         params_before: `count_params()` of the original model.
         params_after: `count_params()` of the compact model.
-        units_before: `{layer name: units}` of each Dense layer, before.
+        units_before: `{layer name: units}` of each Dense, convolution,
+            Embedding, LSTM and GRU layer (filters, output dimensions), before.
         units_after: The same, after (the input under the key `"inputs"` in both).
     """
 
