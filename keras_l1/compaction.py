@@ -55,7 +55,7 @@ def _nodes(model) -> list:
             or getattr(layer, "quantization_mode", None) is not None
         ):
             raise _refuse_layer(model, layer, "it uses LoRA or quantization")
-        if layer.weights and calls[id(layer)] > 1:
+        if getattr(layer, "weights", None) and calls[id(layer)] > 1:
             raise _refuse_layer(
                 model, layer, f"it is called {calls[id(layer)]} times and shares its weights"
             )
@@ -220,6 +220,11 @@ def _rebuild(model, nodes, graph, keep):
     for node in nodes:
         layer = node.operation
         if isinstance(layer, keras.layers.InputLayer) or id(layer) in layers:
+            continue
+        if not isinstance(layer, keras.layers.Layer):
+            # An operation on symbolic tensors (`x + 3`, `keras.ops.mean`): no
+            # state, and it keeps every channel it touches.
+            layers[id(layer)] = (layer, layer, {})
             continue
         kind = _channels.kind(node)
         config, weights = layer.get_config(), None

@@ -661,6 +661,23 @@ class TestRecurrent:
         assert_same_outputs(model, small, images((6, 4), rng))
 
 
+class TestOperations:
+    def test_an_operation_on_symbolic_tensors_keeps_its_channels(self):
+        rng = np.random.default_rng(13)
+        inputs = keras.Input((5,))
+        x = keras.layers.Dense(4, name="d0")(inputs)
+        x = keras.layers.Dense(4, name="d1")(x)
+        x = keras.ops.tanh(x) + 1.0  # operations, not layers: no channel rule
+        x = keras.layers.Dense(2, name="out")(x)
+        model = keras.Model(inputs, x)
+        randomize(model, rng)
+        kill(model.get_layer("d0"), [1])
+        kill(model.get_layer("d1"), [2])  # tanh(0) + 1 = 1, through an operation: stays
+        small, kept_inputs = compaction = keras_l1.compact_model(model)
+        assert compaction.units_after == {"inputs": 5, "d0": 3, "d1": 4, "out": 2}
+        assert_same_outputs(model, small, images((5,), rng, batch=8), kept_inputs)
+
+
 class TestOutputs:
     def test_two_outputs_keep_their_channels(self):
         rng = np.random.default_rng(12)
