@@ -11,6 +11,8 @@ Channels are the last axis (channels-last). A layer is one of:
   (activations, BatchNormalization, depthwise convolutions, pooling, padding,
   Flatten, `Add`, `Concatenate`, ...); a channel is removed from input and
   output together.
+- *recurrent*: LSTM, GRU; like linear, and a unit also reads the others
+  through the recurrent kernel.
 - anything else: *unknown*. `compact_model` keeps every channel it touches.
 """
 
@@ -92,7 +94,7 @@ def is_elementwise_activation(layer) -> bool:
 
 
 def kind(node) -> str:
-    """ "linear", "per_channel" or "unknown": how the layer of `node` treats channels."""
+    """How the layer of `node` treats channels: linear, recurrent, per_channel or unknown."""
     layer = node.operation
     rank = len(node.outputs[0].shape)
     if type(layer) in _LINEAR:
@@ -104,7 +106,7 @@ def kind(node) -> str:
         # One output (no states), as many units in and out of every step.
         simple = not (layer.return_state or layer.stateful)
         return "recurrent" if simple and len(node.outputs) == 1 else "unknown"
-    if isinstance(layer, L.Activation):
+    if type(layer) is L.Activation:
         return "per_channel" if _graph.is_elementwise(layer) else "unknown"
     if type(layer) is L.BatchNormalization:
         axis = layer.axis
@@ -178,7 +180,7 @@ def per_channel_constants(node, constants: list) -> np.ndarray:
         return np.where(x == 0, x, np.nan)
     if type(layer) in _VALUEWISE:
         return _apply(layer, x, dtype)
-    if isinstance(layer, L.Activation):
+    if type(layer) is L.Activation:
         return _apply(layer.activation, x, dtype)
     if type(layer) is L.BatchNormalization:
         return _apply(lambda v: _batch_normalization(layer, v), x, dtype)
