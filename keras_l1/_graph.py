@@ -1,4 +1,4 @@
-"""Reading a model's layer graph: which layer sees the input features, Dense chains.
+"""Reading a model's layer graph: which layer sees the input features, nodes in call order.
 
 Keras 3 records each layer call as a node; a symbolic tensor's `_keras_history`
 names the layer and node that produced it. Both `selected_features` and
@@ -109,3 +109,21 @@ def producer(tensor):
     """The layer that produced a symbolic tensor, and the node of that call."""
     operation, node_index, _ = tensor._keras_history
     return operation, operation._inbound_nodes[node_index]
+
+
+def ordered_nodes(model) -> list:
+    """The call nodes of a functional model, each after the nodes that produce its inputs."""
+    ordered, done = [], set()
+    for node in reversed(graph_nodes(model)):
+        stack = [(node, False)]
+        while stack:
+            current, expanded = stack.pop()
+            if id(current) in done:
+                continue
+            if expanded:
+                done.add(id(current))
+                ordered.append(current)
+                continue
+            stack.append((current, True))
+            stack.extend((producer(tensor)[1], False) for tensor in current.input_tensors)
+    return ordered

@@ -1,16 +1,12 @@
-"""`compact_model`: a smaller model with the dead inputs and units removed."""
+"""`compact_model`: a smaller model with the dead inputs, units and channels removed."""
 
 import keras
 import numpy as np
 
+from keras_l1 import _channels
 from keras_l1 import _graph
 
-_SUPPORTED = (
-    "a Sequential or functional model with one rank-2 input and one output, made of a chain "
-    "of Dense layers (elementwise activations on hidden layers, no LoRA or quantization) and "
-    "weightless elementwise layers (Dropout, GaussianNoise, GaussianDropout, AlphaDropout, "
-    "ActivityRegularization, Identity, elementwise Activation)"
-)
+_SUPPORTED = "a built Sequential or functional model with one input"
 
 
 def _refuse(model, reason: str) -> ValueError:
@@ -20,8 +16,16 @@ def _refuse(model, reason: str) -> ValueError:
     )
 
 
-def _chain(model) -> list:
-    """The model's layers in call order, if the model is a single chain."""
+def _refuse_layer(model, layer, reason: str) -> ValueError:
+    return ValueError(
+        f"Invalid value for argument `model`: compact_model cannot compact layer "
+        f"'{layer.name}' ({type(layer).__name__}) exactly: {reason}. "
+        f"Received: model='{model.name}'"
+    )
+
+
+def _nodes(model) -> list:
+    """The model's call nodes in call order, after checking compact_model can read them."""
     if not isinstance(model, keras.layers.Layer):
         raise TypeError(
             "Invalid type for argument `model`: expected a Keras model. "
@@ -34,35 +38,28 @@ def _chain(model) -> list:
         )
     if not _graph.is_graph_model(model):
         raise _refuse(model, f"a {type(model).__name__}, whose layer graph is not recorded")
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise _refuse(model, f"with {len(model.inputs)} inputs and {len(model.outputs)} outputs")
-    if len(model.inputs[0].shape) != 2:
-        raise _refuse(model, f"with an input of shape {tuple(model.inputs[0].shape)}")
-    if isinstance(model, keras.Sequential):
-        layers = list(model.layers)
-    else:
-        layers = []
-        node = _graph.producer(model.outputs[0])[1]
-        while not isinstance(node.operation, keras.layers.InputLayer):
-            if len(node.input_tensors) != 1:
-                raise _refuse(
-                    model,
-                    f"whose layer '{node.operation.name}' takes {len(node.input_tensors)} inputs",
-                )
-            layers.append(node.operation)
-            node = _graph.producer(node.input_tensors[0])[1]
-        layers.reverse()
-    for layer in layers:
-        if type(layer) is keras.layers.Dense:
-            if layer.lora_enabled or layer.quantization_mode is not None:
-                raise _refuse(model, f"whose Dense layer '{layer.name}' uses LoRA or quantization")
-        elif not _graph.is_elementwise(layer):
-            raise _refuse(model, f"with layer '{layer.name}' of type {type(layer).__name__}")
-    if len({id(layer) for layer in layers}) != len(layers):
-        raise _refuse(model, "which calls a layer more than once")
-    if not any(type(layer) is keras.layers.Dense for layer in layers):
-        raise _refuse(model, "which has no Dense layer")
-    return layers
+    if len(model.inputs) != 1:
+        raise _refuse(model, f"with {len(model.inputs)} inputs")
+    nodes = _graph.ordered_nodes(model)
+    calls = {}
+    for node in nodes:
+        calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+    for node in nodes:
+        layer = node.operation
+        if getattr(layer, "data_format", None) == "channels_first":
+            raise _refuse_layer(
+                model, layer, "it is channels_first (only channels_last is supported)"
+            )
+        if _channels.kind(node) == "linear" and (
+            getattr(layer, "lora_enabled", False)
+            or getattr(layer, "quantization_mode", None) is not None
+        ):
+            raise _refuse_layer(model, layer, "it uses LoRA or quantization")
+        if getattr(layer, "weights", None) and calls[id(layer)] > 1:
+            raise _refuse_layer(
+                model, layer, f"it is called {calls[id(layer)]} times and shares its weights"
+            )
+    return nodes
 
 
 class Compaction(tuple):
@@ -75,7 +72,8 @@ class Compaction(tuple):
         kept_inputs: Sorted column indices the compact model takes (list of int).
         params_before: `count_params()` of the original model.
         params_after: `count_params()` of the compact model.
-        units_before: `{layer name: units}` of each Dense layer, before.
+        units_before: `{layer name: units}` of each Dense, convolution,
+            Embedding, LSTM and GRU layer (filters, output dimensions), before.
         units_after: The same, after (the input under the key `"inputs"` in both).
     """
 
@@ -111,57 +109,219 @@ class Compaction(tuple):
         )
 
 
-def _constant_output(value, layers) -> np.ndarray:
-    """`value` pushed through the elementwise layers that follow a Dense layer."""
-    value = keras.ops.convert_to_tensor(value[None, :])
-    for layer in layers:
-        value = layer(value, training=False)
-    return keras.ops.convert_to_numpy(value)[0]
+class _Graph:
+    """Every channel of every tensor of the model, grouped into classes removed together.
+
+    A per-channel layer links each output channel to the input channel(s) it
+    is computed from; linked channels form one class (union-find), which is
+    removed as a whole or kept as a whole.
+    """
+
+    def __init__(self, model, nodes):
+        self.index = {}  # id(tensor) -> global indices of its channels
+        self.constants = {}  # id(tensor) -> value of each channel if constant, else NaN
+        self.linear = []  # (node, _channels.Linear) of the layers that read channels
+        self.creators = []  # linear layers, in call order
+        self._parent = []
+        blocked = []
+        for node in nodes:
+            layer = node.operation
+            tensors = [*node.input_tensors, *node.outputs]
+            for tensor in tensors:
+                self.channels(tensor)
+            output = node.outputs[0]
+            kind = _channels.kind(node)
+            if isinstance(layer, keras.layers.InputLayer):
+                self.constants[id(output)] = np.full(_channels.channels(output), np.nan)
+                if len(output.shape) != 2:
+                    # Image and sequence inputs keep their channels: kept_inputs
+                    # selects columns of a table.
+                    blocked.append(self.channels(output))
+            elif kind in ("linear", "recurrent"):
+                parts = (_channels.Linear if kind == "linear" else _channels.Recurrent)(layer)
+                self.creators.append(layer)
+                (inputs,) = node.input_tensors
+                if parts.links is None:
+                    blocked.append(self.channels(inputs))  # token ids, not channels
+                else:
+                    self.linear.append((node, parts))
+                self.constants[id(output)] = parts.constants(
+                    self.constants.get(id(inputs)), output.dtype
+                )
+                if not _channels.is_elementwise_activation(layer):
+                    blocked.append(self.channels(output))
+            elif kind == "per_channel":
+                for tensor, (outs, ins) in zip(node.input_tensors, _channels.sources(node)):
+                    for a, b in zip(self.channels(output)[outs], self.channels(tensor)[ins]):
+                        self._union(int(a), int(b))
+                self.constants[id(output)] = _channels.per_channel_constants(
+                    node, [self.constants[id(tensor)] for tensor in node.input_tensors]
+                )
+            else:
+                for tensor in tensors:
+                    blocked.append(self.channels(tensor))
+                for tensor in node.outputs:
+                    self.constants[id(tensor)] = np.full(_channels.channels(tensor), np.nan)
+        blocked.extend(self.channels(tensor) for tensor in model.outputs)
+        roots = np.array([self._find(i) for i in range(len(self._parent))], dtype=np.int64)
+        _, self.classes = np.unique(roots, return_inverse=True)
+        self.blocked = np.zeros(self.classes.max() + 1, bool)
+        for indices in blocked:
+            self.blocked[self.classes[indices]] = True
+
+    def channels(self, tensor) -> np.ndarray:
+        key = id(tensor)
+        if key not in self.index:
+            start = len(self._parent)
+            size = _channels.channels(tensor)
+            self.index[key] = np.arange(start, start + size)
+            self._parent.extend(range(start, start + size))
+        return self.index[key]
+
+    def _find(self, i: int) -> int:
+        root = i
+        while self._parent[root] != root:
+            root = self._parent[root]
+        while self._parent[i] != root:
+            self._parent[i], i = root, self._parent[i]
+        return root
+
+    def _union(self, a: int, b: int) -> None:
+        self._parent[self._find(a)] = self._find(b)
+
+    def removed_classes(self) -> np.ndarray:
+        """The classes whose every reader ignores them or folds their constant into its bias.
+
+        Removing the outputs of a layer can make its inputs unused, so the rule
+        is applied until nothing changes (removals only grow).
+        """
+        removed = np.zeros_like(self.blocked)
+        while True:
+            kept = self.blocked.copy()
+            for node, parts in self.linear:
+                (inputs,) = node.input_tensors
+                keep_out = ~removed[self.classes[self.channels(node.outputs[0])]]
+                unused = ~np.any(parts.links[:, keep_out], axis=1)
+                fine = unused | parts.absorbs(self.constants[id(inputs)])
+                kept[self.classes[self.channels(inputs)][~fine]] = True
+                if isinstance(parts, _channels.Recurrent):
+                    # The layer reads its own units at the next step.
+                    read = np.any(parts.self_links[:, keep_out], axis=1)
+                    fine = ~read | (self.constants[id(node.outputs[0])] == 0)
+                    kept[self.classes[self.channels(node.outputs[0])][~fine]] = True
+            if np.array_equal(~kept, removed):
+                return removed
+            removed = ~kept
+
+
+def _rebuild(model, nodes, graph, keep):
+    """The layers of the compact model: `{id(old layer): (new layer, weights)}`."""
+    layers = {}
+    for node in nodes:
+        layer = node.operation
+        if isinstance(layer, keras.layers.InputLayer) or id(layer) in layers:
+            continue
+        if not isinstance(layer, keras.layers.Layer):
+            # An operation on symbolic tensors (`x + 3`, `keras.ops.mean`): no
+            # state, and it keeps every channel it touches.
+            layers[id(layer)] = (layer, layer, {})
+            continue
+        kind = _channels.kind(node)
+        config, weights = layer.get_config(), None
+        if kind == "linear":
+            (inputs,) = node.input_tensors
+            keep_in = keep[id(inputs)]
+            constants = graph.constants[id(inputs)]
+            delta = np.zeros(_channels.layer_units(layer))
+            parts = dict(graph.linear).get(node)
+            if parts is not None and parts.sums is not None:
+                fold = ~keep_in & np.isfinite(constants) & (constants != 0)
+                delta = constants[fold] @ parts.sums[fold]
+            config, weights = _channels.rebuild_linear(
+                layer, keep_in, keep[id(node.outputs[0])], delta
+            )
+        elif kind == "recurrent":
+            config, weights = _channels.rebuild_recurrent(
+                layer, keep[id(node.input_tensors[0])], keep[id(node.outputs[0])]
+            )
+        elif kind == "per_channel":
+            weights = _channels.rebuild_per_channel(layer, keep[id(node.input_tensors[0])])
+        try:
+            new = type(layer).from_config(config)
+        except Exception as error:
+            if layer.variables:
+                raise _refuse_layer(
+                    model, layer, f"it cannot be rebuilt from its config ({error})"
+                ) from error
+            # A layer without state (a Lambda of a Python lambda, which safe
+            # mode will not deserialize) can serve both models.
+            new, weights = layer, {}
+        layers[id(layer)] = (layer, new, weights)
+    return layers
 
 
 def compact_model(model) -> Compaction:
-    """Removes inputs and hidden units with all-zero weights: same outputs, fewer parameters.
+    """Removes dead inputs, units and channels: same outputs, fewer parameters.
 
-    For `y = f_L(W_L·…f_1(W_1·x + b_1)… + b_L)` with elementwise `f_k`:
+    Works on the layer graph of a Sequential or functional model. A channel
+    (a unit of a Dense layer, a filter of a convolution, an output dimension
+    of an Embedding, a column of a rank-2 input) is removed, from the layer
+    that makes it and from every layer it goes through, when every layer that
+    reads it (Dense, Conv1D/2D/3D, SeparableConv1D/2D, LSTM, GRU) either
 
-    - input column `i` is dropped when row `i` of `W_1` is zero: it never
-      reaches the output;
-    - hidden unit `j` of layer `k` is dropped when its outgoing weights (row `j`
-      of `W_{k+1}`) are zero, for the same reason;
-    - a hidden unit whose incoming weights (column `j` of `W_k`) are zero
-      outputs the constant `f_k(b_k[j])`; it is dropped and its contribution
-      `f_k(b_k[j]) · W_{k+1}[j, :]` is added to `b_{k+1}` (the next layer gets a
-      bias if it had none and the contribution is non-zero).
+    - ignores it: its kernel slice for the channel is exactly zero (on the
+      channels that remain), or
+    - can fold it: the channel is the same constant `c` at every position
+      (its own kernel slice is zero, so it outputs `activation(bias)`, pushed
+      through BatchNormalization and the other layers on its way), and `c`
+      times the reader's kernel slice moves into the reader's bias. A zero
+      constant always folds; a non-zero one only into a Dense layer or a
+      convolution whose windows never cover padding (`padding="valid"` or a
+      1x1 kernel), since with `padding="same"` the borders see `c` next to
+      padding zeros. Otherwise the channel stays.
 
-    The rules are applied until nothing changes, so removals propagate through
-    the network. The result satisfies
-    `small(x[:, kept_inputs]) == model(x)` up to floating-point summation order.
-    Layers keep their names and configs (regularizers, constraints, dtype
-    policies), so the small model can be compiled and trained further; the
-    output layer keeps all its units and may use any activation (`softmax`).
+    An LSTM or GRU unit goes when no later layer and no other unit's gates
+    read it, or when its candidate's kernel, recurrent kernel and bias columns
+    are zero (its state then stays 0, so it outputs 0); LSTM and GRU read
+    only zero constants.
 
-    Supported: Sequential and functional models with one rank-2 input and one
-    output that are a chain of `Dense` layers and weightless elementwise
-    layers (Dropout, GaussianNoise, GaussianDropout, AlphaDropout,
-    ActivityRegularization, Identity, Activation with an elementwise
-    function). Anything else (subclassed or nested models, branches,
-    normalization or convolution layers, softmax on a hidden layer, LoRA or
-    quantized Dense layers) raises a `ValueError` naming the obstacle.
+    Layers that carry channels one to one remove them together: elementwise
+    activations (Activation, ReLU, LeakyReLU, ELU), Dropout-like layers,
+    BatchNormalization, DepthwiseConv1D/2D, pooling, ZeroPadding, UpSampling,
+    Cropping, Flatten (a channel's flat positions), global pooling, `Add`,
+    `Subtract`, `Multiply`, `Average`, `Maximum`, `Minimum` (a channel goes
+    only when it can go on every input) and `Concatenate` on the channel axis.
+    Any other layer (Reshape, Lambda, attention, stateful RNNs, grouped
+    convolutions, a softmax activation, nested models) keeps every channel it
+    reads or writes, so it is copied unchanged. The model's outputs, and the
+    channels of an image or sequence input, are always kept.
+
+    The result satisfies `small(x[:, kept_inputs]) == model(x)` for a rank-2
+    input and `small(x) == model(x)` otherwise, in inference mode, up to
+    floating-point summation order. Layers keep their names and configs
+    (regularizers, constraints, dtype policies), so the small model can be
+    compiled and trained further.
 
     Args:
-        model: A built Keras model as described above.
+        model: A built Sequential or functional Keras model with one input.
 
     Returns:
         A `Compaction`, which unpacks as `(small_model, kept_inputs)`:
         `kept_inputs` is the sorted list of input columns the small model
-        takes. It also has `params_before`, `params_after`, `units_before`,
-        `units_after`, and `str()` summarizes them.
+        takes (all channels for an input of rank above 2). It also has
+        `params_before`, `params_after`, `units_before` and `units_after`
+        (units or filters of each Dense, convolution, Embedding and
+        recurrent layer),
+        and `str()` summarizes them.
 
     Raises:
         TypeError: If `model` is not a Keras model.
-        ValueError: If `model` is not built or not supported, or if all its
-            inputs or all units of a hidden layer are dead (the output is
-            then constant).
+        ValueError: If `model` is not built, is subclassed, has several
+            inputs, or has a layer compact_model cannot handle exactly
+            (channels_first, LoRA or quantized, a layer with weights called
+            more than once, one that cannot be rebuilt from its config; the
+            message names the layer); or if all inputs or all units of a
+            layer are dead (the output is then constant).
 
     Example:
 
@@ -176,96 +336,83 @@ def compact_model(model) -> Compaction:
     >>> numpy = keras.ops.convert_to_numpy
     >>> bool(np.allclose(numpy(small(x[:, kept_inputs])), numpy(model(x))))
     True
+
+    A convolution's dead filter leaves with its row in the next layer:
+
+    >>> cnn = keras.Sequential([keras.Input((8, 8, 1)),
+    ...     keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+    ...     keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    >>> kernel = numpy(cnn.get_layer("conv").kernel)
+    >>> kernel[..., 1] = 0.0
+    >>> _ = cnn.get_layer("conv").kernel.assign(kernel)
+    >>> compaction = keras_l1.compact_model(cnn)
+    >>> compaction.units_after["conv"], cnn.count_params() - compaction.params_after
+    (3, 12)
     """
-    layers = _chain(model)
-    dense_positions = [i for i, layer in enumerate(layers) if type(layer) is keras.layers.Dense]
-    for k in dense_positions[:-1]:
-        layer = layers[k]
-        if layer.activation not in _graph.ELEMENTWISE_ACTIVATIONS:
-            raise _refuse(
-                model, f"whose hidden Dense layer '{layer.name}' has a non-elementwise activation"
-            )
-    dense = [layers[i] for i in dense_positions]
-    # The elementwise layers between Dense layer k and k + 1.
-    between = [layers[i + 1 : j] for i, j in zip(dense_positions, dense_positions[1:])]
-    kernels = [keras.ops.convert_to_numpy(layer.kernel).copy() for layer in dense]
-    biases = [
-        keras.ops.convert_to_numpy(layer.bias).copy()
-        if layer.use_bias
-        else np.zeros(layer.units, kernels[k].dtype)
-        for k, layer in enumerate(dense)
-    ]
-    needs_bias = [layer.use_bias for layer in dense]
-    # keep[0] marks input columns, keep[k + 1] the units of dense[k].
-    keep = [np.ones(kernels[0].shape[0], bool)] + [np.ones(layer.units, bool) for layer in dense]
+    nodes = _nodes(model)
+    graph = _Graph(model, nodes)
+    removed = graph.removed_classes()
+    keep = {key: ~removed[graph.classes[indices]] for key, indices in graph.index.items()}
 
-    changed = True
-    while changed:
-        changed = False
-        # Dead outgoing: a row of the next kernel (restricted to kept units) is zero.
-        for k in range(len(dense)):
-            rows = kernels[k][:, keep[k + 1]]
-            dead = keep[k] & ~np.any(rows != 0, axis=1)
-            if dead.any():
-                keep[k] &= ~dead
-                changed = True
-        # Dead incoming: a hidden unit's column (restricted to kept inputs) is zero,
-        # so it outputs a constant, which moves into the next layer's bias.
-        for k in range(len(dense) - 1):
-            columns = kernels[k][keep[k], :]
-            dead = keep[k + 1] & ~np.any(columns != 0, axis=0)
-            if not dead.any():
-                continue
-            activation = dense[k].activation(keras.ops.convert_to_tensor(biases[k][dead]))
-            constant = _constant_output(keras.ops.convert_to_numpy(activation), between[k])
-            contribution = constant @ kernels[k + 1][dead, :]
-            if np.any(contribution != 0):
-                biases[k + 1] = biases[k + 1] + contribution.astype(biases[k + 1].dtype)
-                needs_bias[k + 1] = True
-            keep[k + 1] &= ~dead
-            changed = True
-
-    if not keep[0].any():
+    (input_tensor,) = model.inputs
+    if not keep[id(input_tensor)].any():
         raise ValueError(
             f"Invalid value for argument `model`: every input of model '{model.name}' has "
             "all-zero outgoing weights, so its output is constant and there is no input to "
             f"keep. Received: model='{model.name}'"
         )
-    for k, layer in enumerate(dense[:-1]):
-        if not keep[k + 1].any():
-            raise ValueError(
-                f"Invalid value for argument `model`: every unit of layer '{layer.name}' is "
-                f"dead, so the output of model '{model.name}' is constant. "
-                f"Received: model='{model.name}'"
-            )
+    for node in nodes:
+        for tensor in node.outputs:
+            if not keep[id(tensor)].any():
+                raise ValueError(
+                    f"Invalid value for argument `model`: every unit of layer "
+                    f"'{node.operation.name}' is dead (unused, or constant and folded into "
+                    "the next layer), and compact_model does not remove whole layers. "
+                    f"Received: model='{model.name}'"
+                )
 
-    kept_inputs = [int(i) for i in np.flatnonzero(keep[0])]
-    input_layer = _graph.producer(model.inputs[0])[0]
+    layers = _rebuild(model, nodes, graph, keep)
+    kept_inputs = [int(i) for i in np.flatnonzero(keep[id(input_tensor)])]
+    shape = list(input_tensor.shape)
+    if len(shape) == 2:
+        shape[-1] = len(kept_inputs)
     inputs = keras.Input(
-        shape=(len(kept_inputs),), dtype=model.inputs[0].dtype, name=input_layer.name
+        batch_shape=tuple(shape),
+        dtype=input_tensor.dtype,
+        name=_graph.producer(input_tensor)[0].name,
     )
-    new_layers = []
-    for layer in layers:
-        config = layer.get_config()
-        if type(layer) is keras.layers.Dense:
-            k = dense.index(layer)
-            config["units"] = int(keep[k + 1].sum())
-            config["use_bias"] = needs_bias[k]
-        new_layers.append(type(layer).from_config(config))
     if isinstance(model, keras.Sequential):
-        small = keras.Sequential([inputs, *new_layers], name=model.name)
+        small = keras.Sequential(
+            [inputs, *(layers[id(layer)][1] for layer in model.layers)], name=model.name
+        )
     else:
-        outputs = inputs
-        for layer in new_layers:
-            outputs = layer(outputs)
-        small = keras.Model(inputs, outputs, name=model.name)
-    for k, layer in enumerate(new_layers[i] for i in dense_positions):
-        layer.kernel.assign(kernels[k][np.ix_(keep[k], keep[k + 1])])
-        if layer.use_bias:
-            layer.bias.assign(biases[k][keep[k + 1]])
+        tensors = {id(input_tensor): inputs}
 
-    units_before = {"inputs": len(keep[0])}
-    units_before.update({layer.name: layer.units for layer in dense})
+        def new_tensor(value):
+            return tensors[id(value)] if isinstance(value, keras.KerasTensor) else value
+
+        for node in nodes:
+            if isinstance(node.operation, keras.layers.InputLayer):
+                continue
+            new = layers[id(node.operation)][1]
+            args = keras.tree.map_structure(new_tensor, node.arguments.args)
+            kwargs = keras.tree.map_structure(new_tensor, node.arguments.kwargs)
+            outputs = keras.tree.flatten(new(*args, **kwargs))
+            tensors.update({id(old): out for old, out in zip(node.outputs, outputs)})
+        outputs = [tensors[id(tensor)] for tensor in model.outputs]
+        small = keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+    for layer, new, weights in layers.values():
+        if weights is None:
+            new.set_weights(layer.get_weights())
+        for path, value in (weights or {}).items():
+            owner, _, name = path.rpartition(".")
+            getattr(getattr(new, owner) if owner else new, name).assign(value)
+
+    units_before = {"inputs": len(keep[id(input_tensor)])}
     units_after = {"inputs": len(kept_inputs)}
-    units_after.update({layer.name: int(keep[k + 1].sum()) for k, layer in enumerate(dense)})
+    for node in nodes:
+        if node.operation in graph.creators:
+            name = node.operation.name
+            units_before[name] = _channels.layer_units(node.operation)
+            units_after[name] = int(keep[id(node.outputs[0])].sum())
     return Compaction(small, kept_inputs, model.count_params(), units_before, units_after)
