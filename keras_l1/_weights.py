@@ -394,8 +394,8 @@ class RepeatedMeasure:
     def _measure_on_device(self, weights, tolerance: float) -> np.ndarray:
         key = _trace_key(weights, tolerance)
         if key is None or key != self._key:
-            # A trace costs tens of eager measurements (35 ms for four
-            # weights): not for weights that may be measured only once.
+            # A trace costs tens of eager measurements: not for weights
+            # that may be measured only once.
             self._key = key
             # Keeps the objects `key` names by `id` alive, so no other object
             # can take one of those ids while the key is in use.
