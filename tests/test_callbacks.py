@@ -439,6 +439,7 @@ class TestCallbackOrder:
         history = self.fit(keras_l1.SparsityLogger(), stopper, epochs=3, validation=True)
         assert stopper.best == min(history.history["val_data_loss"])
 
+    @pytest.mark.tensorflow  # keras.callbacks.TensorBoard
     def test_tensorboard_before_the_logger_is_fine(self, tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)
@@ -446,6 +447,7 @@ class TestCallbackOrder:
 
 
 class TestChecksBeforeTraining:
+    @pytest.mark.tensorflow  # image_freq needs log_dir
     def test_unmappable_feature_names_fail_before_the_first_batch(self, tmp_path):
         # The first regularized layer is not the one reading the inputs.
         model = keras.Sequential(
@@ -462,6 +464,7 @@ class TestChecksBeforeTraining:
             model.fit(np.zeros((8, 4)), np.zeros((8, 1)), verbose=0, callbacks=[logger, counter])
         assert counter.batches == 0
 
+    @pytest.mark.tensorflow  # image_freq needs log_dir
     def test_wrong_number_of_feature_names_fails_before_the_first_batch(self, tmp_path):
         x, y = data()
         model = two_layer_model()
