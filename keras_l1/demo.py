@@ -34,7 +34,7 @@ class _EpochPrinter(keras.callbacks.Callback):
         print(
             f"epoch {epoch + 1:3d}  loss {logs['loss']:.4f}  "
             f"val_accuracy {logs.get('val_accuracy', float('nan')):.3f}  "
-            f"l1_penalty {logs['l1_penalty']:.4f}  sparsity {logs['sparsity']:.3f}"
+            f"penalty {logs['penalty']:.4f}  sparsity {logs['sparsity']:.3f}"
         )
 
 
@@ -52,8 +52,28 @@ def build_model(l1: float) -> keras.Model:
     )
 
 
-def run(log_dir: str = "runs/demo", epochs: int = 30, l1: float = 0.02, seed: int = 0) -> dict:
-    """Trains the demo model, prints its progress, and returns a summary."""
+def run(log_dir: "str | None" = None, epochs: int = 30, l1: float = 0.02, seed: int = 0) -> dict:
+    """Trains the demo model, prints its progress and result, and returns a summary.
+
+    Args:
+        log_dir: Directory for this run's files, or `None` to write none:
+            TensorBoard events (`train`, `validation` from
+            `keras.callbacks.TensorBoard`, `sparsity` from `SparsityLogger`),
+            the trained model `model.keras` and `feature_names.txt` (one name
+            per line, for `keras-l1 report --feature-names`). Give each run its
+            own directory: events appended to an earlier run's are drawn as
+            one run. Defaults to `None`.
+        epochs: Training epochs. Defaults to `30`.
+        l1: L1 strength of the hidden layer. Defaults to `0.02`.
+        seed: Random seed of the data split and the weights. Defaults to `0`.
+
+    Returns:
+        A dict: `history` (`History.history`), `kept_features` (names),
+        `model`, and `model_path` (`None` without `log_dir`).
+
+    Raises:
+        SystemExit: If scikit-learn (the data) is not installed.
+    """
     keras.utils.set_random_seed(seed)
     x, y, names = _load_data(seed)
     model = build_model(l1)
@@ -62,24 +82,32 @@ def run(log_dir: str = "runs/demo", epochs: int = 30, l1: float = 0.02, seed: in
         loss="binary_crossentropy",
         metrics=["accuracy"],
     )
-    callbacks = [_EpochPrinter()]
+    callbacks = [SparsityLogger(), _EpochPrinter()]
     if log_dir:
+        # TensorBoard first: SparsityLogger's own run holds its values, so
+        # TensorBoard's runs need no copies of them.
         callbacks = [
-            SparsityLogger(log_dir=log_dir),
             keras.callbacks.TensorBoard(log_dir),
-            *callbacks,
+            SparsityLogger(log_dir=log_dir),
+            _EpochPrinter(),
         ]
-    else:
-        callbacks = [SparsityLogger(), *callbacks]
     history = model.fit(
         x, y, epochs=epochs, batch_size=64, validation_split=0.2, verbose=0, callbacks=callbacks
     )
     selected = selected_features(model, feature_names=names)
-    kept = list(selected)
     print()
     print(sparsity_report(model))
     print()
     print(selected)
+    model_path = None
     if log_dir:
-        print(f"\nView it in TensorBoard:\n  tensorboard --logdir {os.path.abspath(log_dir)}")
-    return {"history": history.history, "kept_features": kept, "model": model}
+        model_path = os.path.join(log_dir, "model.keras")
+        model.save(model_path)
+        with open(os.path.join(log_dir, "feature_names.txt"), "w", encoding="utf-8") as file:
+            file.write("".join(f"{name}\n" for name in names))
+    return {
+        "history": history.history,
+        "kept_features": list(selected),
+        "model": model,
+        "model_path": model_path,
+    }

@@ -36,3 +36,28 @@ def read_tags(run_dir: str, plugin: str) -> dict:
                 if value.metadata.plugin_data.plugin_name == plugin:
                     found[value.tag].append((event.step, value.tensor))
     return dict(found)
+
+
+def read_descriptions(run_dir: str) -> dict:
+    """Returns {tag: [description of each event, in order]}; TensorBoard shows the first."""
+    import tensorflow as tf
+
+    found = defaultdict(list)
+    for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                found[value.tag].append(value.metadata.summary_description)
+    return dict(found)
+
+
+def read_layout(run_dir: str):
+    """The Custom Scalars layout (a `layout_pb2.Layout`) written in `run_dir`, or None."""
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    from tensorboard.plugins.custom_scalar import metadata
+
+    tags = read_tags(run_dir, metadata.PLUGIN_NAME)
+    events = tags.get(metadata.CONFIG_SUMMARY_TAG)
+    if not events:
+        return None
+    assert len(events) == 1, "one layout per run"
+    return layout_pb2.Layout.FromString(events[0][1].string_val[0])

@@ -203,7 +203,10 @@ def cannot_load(path, reason):
 
 EXPECTED = {
     "missing.keras": lambda path: f"keras-l1 report: error: no such file: {path}",
-    "directory.keras": lambda path: f"keras-l1 report: error: no such file: {path}",
+    "directory.keras": lambda path: (
+        f"keras-l1 report: error: {path} is a directory, with no .keras or .h5 file in it; "
+        "pass a saved model file"
+    ),
     "text.keras": lambda path: (
         f"keras-l1 report: error: {path} is not a Keras model file (a .keras file is a zip archive)"
     ),

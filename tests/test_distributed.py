@@ -127,12 +127,12 @@ class TestMultiWorkerMirroredStrategy:
         assert event_files[0].split(".")[-3] == str(workers[0].pid)
         scalars = read_scalars(str(log_dir / "sparsity"))
         np.testing.assert_allclose(
-            [value for _, value in scalars["total/penalty"]],
+            [value for _, value in scalars["penalty"]],
             single["history"]["l1_penalty"],
             rtol=0,
             atol=LOSS_TOLERANCE,
         )
-        assert [value for _, value in scalars["total/sparsity"]] == pytest.approx(
+        assert [value for _, value in scalars["sparsity"]] == pytest.approx(
             single["history"]["sparsity"], abs=1e-7
         )
         assert os.listdir(checkpoint_dir) == ["model.keras"]

@@ -98,8 +98,8 @@ class RaiseAt(keras.callbacks.Callback):
 
 @pytest.mark.tensorflow  # TensorBoard events
 class TestSparsityLoggerInterrupted:
-    TAGS = ["hidden/penalty", "hidden/sparsity", "out/penalty", "out/sparsity"]
-    TAGS += ["total/penalty", "total/sparsity"]
+    TAGS = ["penalty", "penalty/hidden", "penalty/out"]
+    TAGS += ["sparsity", "sparsity/hidden", "sparsity/out"]
 
     def test_keyboard_interrupt_then_second_fit_appends(self, tmp_path):
         x, y = data()
@@ -121,7 +121,7 @@ class TestSparsityLoggerInterrupted:
         assert sorted(events) == self.TAGS
         assert all([s for s, _ in events[tag]] == [0, 1, 2] for tag in self.TAGS)
         np.testing.assert_allclose(
-            [v for _, v in events["total/penalty"]], first["l1_penalty"], rtol=1e-6
+            [v for _, v in events["penalty"]], first["l1_penalty"], rtol=1e-6
         )
 
         model.fit(x, y, epochs=6, initial_epoch=3, batch_size=8, verbose=0, callbacks=[logger])
@@ -129,7 +129,7 @@ class TestSparsityLoggerInterrupted:
         events = read_events(tmp_path / "sparsity")
         assert all([s for s, _ in events[tag]] == [0, 1, 2, 3, 4, 5] for tag in self.TAGS)
         np.testing.assert_allclose(
-            [v for _, v in events["total/sparsity"]],
+            [v for _, v in events["sparsity"]],
             first["sparsity"] + second["sparsity"],
             rtol=1e-6,
         )
@@ -152,7 +152,7 @@ class TestSparsityLoggerInterrupted:
         model.history = None
         gc.collect()
         assert not open_event_files()
-        assert [s for s, _ in read_events(tmp_path / "sparsity")["total/penalty"]] == [0]
+        assert [s for s, _ in read_events(tmp_path / "sparsity")["penalty"]] == [0]
 
     @pytest.mark.parametrize("logger_first, logged_steps", [(True, [0, 1]), (False, [0])])
     def test_exception_in_another_callbacks_epoch_end(self, tmp_path, logger_first, logged_steps):
@@ -197,7 +197,7 @@ class TestNonFinite:
             "their sparsity and penalty are logged as NaN."
         ]
         events = read_events(tmp_path / "sparsity")
-        assert np.isnan(events["total/sparsity"][0][1])
+        assert np.isnan(events["sparsity"][0][1])
         histograms = read_events(tmp_path / "sparsity", plugin="histograms")
         assert sorted(histograms) == ["hidden/kernel/histogram", "out/kernel/histogram"]
 
@@ -402,7 +402,7 @@ class TestResumeAfterSigkill:
 
         # The killed process logged epochs 0-2, the resumed one 3-5: each once.
         events = read_events(tmp_path / "logs" / "sparsity")
-        assert [step for step, _ in events["total/sparsity"]] == [0, 1, 2, 3, 4, 5]
+        assert [step for step, _ in events["sparsity"]] == [0, 1, 2, 3, 4, 5]
 
 
 def plain_model():

@@ -3,8 +3,10 @@
 Trains `keras_l1.demo` for a few epochs, serves its logs with the real
 `tensorboard` on a free loopback port, opens the Scalars page in Debian's
 headless Chromium (driven by Selenium through Debian's `chromium-driver`),
-and checks that each regularized layer's sparsity and penalty chart is
-listed and drawn. The screenshot becomes docs/img/tensorboard.png.
+and checks that the sparsity and penalty charts are listed and drawn on the
+Scalars page, then that the Custom Scalars page shows SparsityLogger's layout
+with the expected lines. The screenshots become docs/img/tensorboard.png and
+docs/img/tensorboard-custom-scalars.png.
 
 Not in the default run (it needs the system browser): run it with
 `python -m pytest -m browser` after
@@ -14,6 +16,7 @@ Not in the default run (it needs the system browser): run it with
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -34,6 +37,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.tensorflow]
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "img" / "tensorboard.png"
+CUSTOM_SCREENSHOT = SCREENSHOT.with_name("tensorboard-custom-scalars.png")
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -69,7 +73,8 @@ const textIn = (root) => {
 };
 const walk = (root) => {
   for (const el of root.querySelectorAll('*')) {
-    if (el.tagName.toLowerCase() === 'tf-scalar-card') {
+    if (['tf-scalar-card', 'tf-custom-scalar-multi-line-chart-card'].includes(
+        el.tagName.toLowerCase())) {
       cards.push({text: textIn(el.shadowRoot || el), lines: linesIn(el.shadowRoot || el)});
     }
     if (el.shadowRoot) walk(el.shadowRoot);
@@ -175,9 +180,8 @@ class TestSparsityLogger:
         result = demo.run(log_dir=str(log_dir))
         layers = sorted({weight.layer for weight in regularized_weights(result["model"])})
         assert layers == ["hidden"]
-        expected = [
-            f"{layer}/{kind}" for layer in [*layers, "total"] for kind in ("sparsity", "penalty")
-        ]
+        # One regularized layer: the totals are its curves, written once.
+        expected = ["sparsity", "penalty"]
 
         profile_dir = tmp_path / "chromium-profile"
         profile_dir.mkdir()
@@ -191,16 +195,49 @@ class TestSparsityLogger:
                     tag
                     for card in driver.execute_script(CARDS_SCRIPT)
                     for tag in expected
-                    if f"tag: {tag}" in card["text"] and card["lines"] > 0
+                    if re.search(rf"tag: {tag}\b(?!/)", card["text"]) and card["lines"] > 0
                 }
                 return drawn if drawn == set(expected) else None
 
             drawn = wait_until(drawn_charts, f"the charts {expected} to be drawn")
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             assert driver.save_screenshot(str(SCREENSHOT))
+
+            # The Custom Scalars page: SparsityLogger's layout, its category open.
+            driver.get(f"{url}#custom_scalars&_smoothingWeight=0")
+
+            def custom_charts():
+                cards = driver.execute_script(CARDS_SCRIPT)
+                # Each card's title, then its lines: sparsity and penalty from the
+                # sparsity run, loss from train, validation and val_data_loss.
+                # Each card lists the (tag, run) pairs its tag patterns matched.
+                # (The Scalars page's cards stay in the document, without such a list.)
+                matches = [
+                    (sorted(re.findall(r"◼\s+(\S+)\s+\((\w+)\)", card["text"])), card["lines"])
+                    for card in cards
+                ]
+                drawn = [(found, lines) for found, lines in matches if found and lines > 0]
+                return drawn if len(drawn) == 3 else None
+
+            custom = wait_until(custom_charts, "the Custom Scalars charts to be drawn")
+            assert driver.save_screenshot(str(CUSTOM_SCREENSHOT))
             urls = requested_urls(driver)
 
         assert drawn == set(expected)
+        # One line per regularized layer (the demo has one) and the total, which
+        # is that layer's; in `loss`, train, validation and the validation data loss.
+        assert custom == [
+            ([("sparsity", "sparsity")], 1),
+            ([("penalty", "sparsity")], 1),
+            (
+                [
+                    ("epoch_loss", "train"),
+                    ("epoch_loss", "validation"),
+                    ("val_data_loss", "sparsity"),
+                ],
+                3,
+            ),
+        ]
         network = [u for u in urls if urlsplit(u).scheme in ("http", "https", "ws", "wss")]
         assert network, "no request reached tensorboard"
         assert {urlsplit(u).netloc for u in network} == {urlsplit(url).netloc}
