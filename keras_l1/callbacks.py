@@ -3,7 +3,6 @@
 import glob
 import math
 import os
-import sys
 import warnings
 import weakref
 
@@ -39,32 +38,6 @@ def _is_chief(model) -> bool:
     return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in jobs
 
 
-# The keys SparsityLogger adds to `logs`; `l1_penalty` is the deprecated name of `penalty`.
-LOGGED_KEYS = ("penalty", "sparsity", "val_data_loss", "l1_penalty")
-
-
-def _fit_callbacks(callback) -> "list | None":
-    """The callbacks of the `fit` that is calling `callback`'s `on_train_begin`.
-
-    Keras gives a callback no view of the others; its `CallbackList` calls
-    each one's `on_train_begin` in order, from a method whose `self` is the
-    list. Found there, the list is read, never changed. Called another way
-    (a custom training loop, another framework), there is nothing to see and
-    this returns `None`.
-    """
-    frame = sys._getframe(2)
-    for _ in range(3):  # the CallbackList's method, or a wrapper's just above
-        if frame is None:
-            return None
-        caller = frame.f_locals.get("self")
-        if isinstance(caller, keras.callbacks.CallbackList) and any(
-            other is callback for other in caller.callbacks
-        ):
-            return list(caller.callbacks)
-        frame = frame.f_back
-    return None
-
-
 class SparsityLogger(keras.callbacks.Callback):
     """Logs the weight penalty and the weight sparsity at each epoch end.
 
@@ -86,13 +59,11 @@ class SparsityLogger(keras.callbacks.Callback):
 
     Callbacks run in list order and see what earlier ones added to `logs`, so
     list it **before** `CSVLogger` and before any callback that monitors one
-    of these keys (`EarlyStopping`, `ModelCheckpoint`, `ReduceLROnPlateau`).
-    At the start of `fit` it checks the other callbacks when Keras's
-    `CallbackList` runs them: a monitor of one of its keys listed before it,
-    or with `mode="auto"` (Keras infers a direction only for names ending in
-    `loss` it knows; pass `mode="min"`, or `"max"` for `sparsity`), is a
-    `ValueError`; a `CSVLogger` before it is a warning (its file would have
-    no such columns). Where it sits relative to `keras.callbacks.TensorBoard`
+    of these keys (`EarlyStopping`, `ModelCheckpoint`, `ReduceLROnPlateau`);
+    Keras gives a callback no public view of the others, so this cannot be
+    checked for you. Such a monitor needs `mode="min"` (`"max"` for
+    `sparsity`): Keras infers a direction only for metrics it knows. Where it
+    sits relative to `keras.callbacks.TensorBoard`
     does not matter: its own TensorBoard run holds all its values (listed
     before it, TensorBoard also copies them as `epoch_penalty`, … into its
     `train` and `validation` runs). The progress bar and `model.history`
@@ -203,9 +174,6 @@ class SparsityLogger(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         # Everything that can be checked is checked here, before any batch:
         # an error at the first epoch end would cost an epoch of training.
-        siblings = _fit_callbacks(self)
-        if siblings is not None:
-            self._check_callbacks(siblings)
         if self.feature_names is not None:
             selected_features(self.model, self.tolerance, self.feature_names)
         if self.log_dir is not None and self._writer is None and _is_chief(self.model):
@@ -230,41 +198,6 @@ class SparsityLogger(keras.callbacks.Callback):
                 "`penalty` and `sparsity` will be logged as 0.",
                 stacklevel=2,
             )
-
-    def _check_callbacks(self, callbacks):
-        position = next(i for i, other in enumerate(callbacks) if other is self)
-        for index, other in enumerate(callbacks):
-            name = type(other).__name__
-            monitor = getattr(other, "monitor", None)
-            if isinstance(monitor, str) and monitor in LOGGED_KEYS:
-                if index < position:
-                    raise ValueError(
-                        f"{name}(monitor={monitor!r}) runs before SparsityLogger, which adds "
-                        f"`{monitor}` to `logs`: it would never see it. List SparsityLogger "
-                        f"before {name} in `callbacks`."
-                    )
-                if getattr(other, "mode", None) == "auto":
-                    direction = "'max'" if monitor == "sparsity" else "'min'"
-                    raise ValueError(
-                        f"{name}(monitor={monitor!r}) needs `mode`: Keras cannot tell whether "
-                        f"`{monitor}` should go down or up. Pass mode={direction}."
-                    )
-                if monitor == "l1_penalty":
-                    warnings.warn(
-                        f"{name}(monitor='l1_penalty'): `l1_penalty` is deprecated; monitor "
-                        "`penalty`, the same value under a name that says it includes L2 terms.",
-                        # Not DeprecationWarning: raised from inside `fit`,
-                        # Python's default filters would hide it from the user.
-                        FutureWarning,
-                        stacklevel=3,
-                    )
-            elif index < position and isinstance(other, keras.callbacks.CSVLogger):
-                warnings.warn(
-                    "CSVLogger runs before SparsityLogger: its file will have no `penalty`, "
-                    "`sparsity` or `val_data_loss` column. List SparsityLogger before it in "
-                    "`callbacks`.",
-                    stacklevel=3,
-                )
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._earlier_events:

@@ -373,17 +373,9 @@ class TestPenaltyKey:
         assert logs["l1_penalty"] == logs["penalty"]
         assert logs["sparsity"] == 0.0
 
-    def test_monitoring_the_deprecated_key_warns_once_per_fit(self):
-        x, y = data()
-        model = two_layer_model()
-        stopper = keras.callbacks.EarlyStopping(monitor="l1_penalty", mode="min")
-        with pytest.warns(FutureWarning, match="`l1_penalty` is deprecated") as record:
-            model.fit(x, y, epochs=2, verbose=0, callbacks=[keras_l1.SparsityLogger(), stopper])
-        assert len([w for w in record if "l1_penalty" in str(w.message)]) == 1
-
 
 class TestCallbackOrder:
-    """What SparsityLogger checks of the other callbacks, before the first batch."""
+    """The logger among Keras's own callbacks, listed as the docs say."""
 
     def fit(self, *callbacks, epochs=1, validation=False):
         x, y = data(40)
@@ -402,15 +394,6 @@ class TestCallbackOrder:
         finally:
             self.batches = counter.batches
 
-    def test_csv_logger_before_the_logger_warns(self, tmp_path):
-        path = tmp_path / "log.csv"
-        with pytest.warns(UserWarning, match="CSVLogger runs before SparsityLogger") as record:
-            self.fit(keras.callbacks.CSVLogger(str(path)), keras_l1.SparsityLogger())
-        (warning,) = [w for w in record if "CSVLogger" in str(w.message)]
-        assert "List SparsityLogger before it" in str(warning.message)
-        with open(path) as file:
-            assert "penalty" not in next(csv.reader(file))
-
     def test_csv_logger_after_the_logger_gets_the_columns_silently(self, tmp_path):
         path = tmp_path / "log.csv"
         with warnings.catch_warnings():
@@ -419,20 +402,6 @@ class TestCallbackOrder:
         with open(path) as file:
             header = next(csv.reader(file))
         assert {"penalty", "sparsity", "l1_penalty"} <= set(header)
-
-    def test_monitor_listed_before_the_logger_fails_before_training(self):
-        stopper = keras.callbacks.EarlyStopping(monitor="sparsity", mode="max")
-        with pytest.raises(ValueError, match=r"EarlyStopping\(monitor='sparsity'\) runs before"):
-            self.fit(stopper, keras_l1.SparsityLogger())
-        assert self.batches == 0
-
-    @pytest.mark.parametrize("monitor, mode", [("val_data_loss", "min"), ("sparsity", "max")])
-    def test_auto_mode_fails_before_training_and_names_the_mode(self, monitor, mode):
-        stopper = keras.callbacks.EarlyStopping(monitor=monitor)
-        with pytest.raises(ValueError, match=f"Pass mode='{mode}'") as error:
-            self.fit(keras_l1.SparsityLogger(), stopper, validation=True)
-        assert f"monitor='{monitor}'" in str(error.value)
-        assert self.batches == 0
 
     def test_early_stopping_on_val_data_loss_with_mode_min(self):
         stopper = keras.callbacks.EarlyStopping(monitor="val_data_loss", mode="min", patience=100)

@@ -49,6 +49,7 @@ class TestReadme:
         ci = (ROOT / ".ci" / "run").read_text()
         assert f'"keras=={keras_minimum}" "tensorflow-cpu=={tensorflow_minimum}"' in ci
 
+
 @pytest.mark.tensorflow  # the Quickstart writes TensorBoard logs
 class TestReadmePython:
     def test_python_blocks_run_in_order_and_print_the_documented_output(
