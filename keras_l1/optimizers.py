@@ -21,6 +21,7 @@ from keras import ops
 
 from keras_l1 import _step_rules
 from keras_l1 import _tf_distribute
+from keras_l1 import _tf_kernels
 from keras_l1._validation import check_bool
 from keras_l1._validation import check_config_keys
 from keras_l1._validation import check_float_in
@@ -109,6 +110,16 @@ def _invalid_optimizer(optimizer) -> ValueError:
         "Invalid value for argument `optimizer`: expected a Keras optimizer "
         f"instance, name or config. Received: optimizer={short_repr(optimizer)}"
     )
+
+
+def _data_gradient(regularizer, scale):
+    """`gradient, w -> gradient − scale · regularizer.gradient(w)`."""
+
+    def subtract(gradient, value):
+        slope = regularizer.gradient(ops.cast(value, _accumulation_dtype(value.dtype)))
+        return gradient - ops.cast(slope * scale, gradient.dtype)
+
+    return subtract
 
 
 @keras.saving.register_keras_serializable(package="keras_l1")
@@ -254,9 +265,8 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         scale = _tf_distribute.replica_fraction() * (inner.loss_scale_factor or 1.0)
         for i, (grad, variable, regularizer) in enumerate(zip(grads, variables, regularizers)):
             if grad is not None and regularizer is not None:
-                value = ops.convert_to_tensor(variable)
-                slope = regularizer.gradient(ops.cast(value, _accumulation_dtype(value.dtype)))
-                grads[i] = grad - ops.cast(slope * scale, grad.dtype)
+                data_gradient = _tf_kernels.kernel(_data_gradient(regularizer, scale))
+                grads[i] = data_gradient(grad, ops.convert_to_tensor(variable))
         # What the update reads before it changes: this step's learning rate
         # (under a schedule) and whether it is a real update.
         learning_rate = inner.learning_rate
@@ -269,7 +279,10 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         ]
         _tf_distribute.assign_each(
             [variable for variable, _ in moved],
-            [self._proximal_step(learning_rate, real_update, *pair) for pair in moved],
+            [
+                _tf_kernels.kernel(self._proximal_step(learning_rate, real_update, *pair))
+                for pair in moved
+            ],
         )
 
     def _proximal_step(self, learning_rate, real_update, variable, regularizer):

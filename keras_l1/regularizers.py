@@ -16,6 +16,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_l1 import _tf_kernels
 from keras_l1._validation import check_config_keys
 from keras_l1._validation import check_float_in
 from keras_l1._validation import check_int
@@ -104,7 +105,10 @@ class ProximalRegularizer(keras.regularizers.Regularizer):
         x = ops.convert_to_tensor(x)
         self.check_weight(x)
         w = ops.cast(x, _accumulation_dtype(x.dtype))
-        return ops.cast(self._penalty_with_gradient(w), "float32")
+        value = _tf_kernels.penalty_with_gradient(self.penalty, self.gradient, w)
+        if value is None:
+            value = self._penalty_with_gradient(w)
+        return ops.cast(value, "float32")
 
     def _penalty_with_gradient(self, w):
         """`penalty(w)` as a value whose derivative is `gradient(w)`.

@@ -1,0 +1,57 @@
+"""The same functions as one XLA kernel each, in TensorFlow graphs.
+
+A TensorFlow graph without XLA (Keras's default `jit_compile="auto"` on a CPU)
+runs each elementwise operation as its own pass over a weight: the penalty's
+gradient, its subtraction and the proximal step would be a dozen passes per
+weight and step. Compiled with XLA, each is one loop that reads its inputs
+once. Nothing here changes a value: `kernel(f)` is `f`, and the tests
+(TestPenaltyInCompiledSteps, TestCompiledKernels) check both agree. Eager
+code, other backends and `tf.distribute` (whose update contexts compiled
+functions do not enter) get the plain functions.
+"""
+
+import keras
+
+
+def _in_graph() -> bool:
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.inside_function() and not tf.distribute.has_strategy()
+
+
+def kernel(function):
+    """`function` as one XLA-compiled TensorFlow function inside a graph, else as is."""
+    if not _in_graph():
+        return function
+    import tensorflow as tf
+
+    compiled = tf.function(function, jit_compile=True, autograph=False)
+
+    def call(*args):
+        # A Keras variable is passed as its value: TensorFlow cannot trace the
+        # variable object as an argument.
+        return compiled(*(tf.convert_to_tensor(a) for a in args))
+
+    return call
+
+
+def penalty_with_gradient(penalty, gradient, w):
+    """`penalty(w)` whose derivative is `gradient(w)`, each as one kernel in a graph.
+
+    Returns None outside a TensorFlow graph: the caller then builds the same
+    value from plain operations.
+    """
+    if not _in_graph():
+        return None
+    import tensorflow as tf
+
+    value = kernel(penalty)
+    backward = kernel(lambda w, upstream: upstream * gradient(w))
+
+    @tf.custom_gradient
+    def differentiable(w):
+        return value(w), lambda upstream: backward(w, tf.cast(upstream, w.dtype))
+
+    return differentiable(w)
