@@ -82,9 +82,9 @@ class EventWriter:
     def _scalars_proto(self, scalars: dict) -> bytes:
         """One serialized `Summary` holding every scalar, as `tf.summary.scalar` writes each.
 
-        Each eager `tf.summary.scalar` costs about 0.1 ms, all of an epoch's
-        scalars more than measuring a million weights; one protobuf built here
-        is written by one operation.
+        Each eager `tf.summary.scalar` is an operation of its own, and all of an
+        epoch's scalars would cost more than measuring a million weights; one
+        protobuf built here is written by one operation.
         """
         tf = self._tf
         float32 = tf.float32.as_datatype_enum

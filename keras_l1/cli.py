@@ -220,6 +220,39 @@ def _directory_message(path: str) -> str:
     return f"{path} is a directory; pass a saved model file, e.g. keras-l1 report {found[-1]}"
 
 
+def _stored_config(path: str):
+    """The model config a saved file holds, read without Keras, or None."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return json.loads(archive.read("config.json"))
+        import h5py
+
+        with h5py.File(path, "r") as file:
+            config = file.attrs.get("model_config")
+        return json.loads(config) if config is not None else None
+    except Exception:  # unreadable: Keras's own loading says why, in one line
+        return None
+
+
+def _lambda_layer(path: str):
+    """The name of a Lambda layer in the file's config, or None.
+
+    Checked before Keras reads the file: Keras before 3.11.3 ran the code of
+    a Lambda in a legacy `.h5` file whatever `safe_mode` said.
+    """
+    pending = [_stored_config(path)]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            if item.get("class_name") == "Lambda":
+                return (item.get("config") or {}).get("name", "?")
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return None
+
+
 def _load(path: str):
     if os.path.isdir(path):
         raise _Failure(_directory_message(path))
@@ -227,6 +260,12 @@ def _load(path: str):
         raise _Failure(f"no such file: {path}")
     if path.endswith(".keras") and not zipfile.is_zipfile(path):
         raise _Failure(f"{path} is not a Keras model file (a .keras file is a zip archive)")
+    lambda_layer = _lambda_layer(path)
+    if lambda_layer is not None:
+        raise _Failure(
+            f"refused to load {path}: its layer '{lambda_layer}' is a Lambda, whose function is "
+            "code stored in the file, and this command never runs code from a file"
+        )
     keras = _import_keras()
     try:
         # safe_mode=True, explicitly: a file must never run code on loading
