@@ -100,7 +100,7 @@ class TestCommandLine:
         assert exit_info.value.code == 2
         error = capsys.readouterr().err.strip().splitlines()[-1]
         assert error == (
-            "keras-l1: error: argument --log-dir: writing TensorBoard logs needs "
+            "keras-l1 demo: error: argument --log-dir: writing TensorBoard logs needs "
             'TensorFlow, which is not installed; install it with `pip install "keras_l1'
             "[tensorflow]\"`, or pass --log-dir '' to train without logs"
         )
