@@ -110,7 +110,10 @@ class TestSavingLoadingPage:
         )
         assert result.returncode == 0, result.stderr
         assert regularizer_line in result.stderr
-        assert optimizer_prefix in result.stderr
+        assert "keras_l1>ProximalOptimizer" in result.stderr
+        # The page quotes the newest Keras; older versions word the message differently.
+        if tuple(int(part) for part in keras.version().split(".")[:2]) >= (3, 15):
+            assert optimizer_prefix in result.stderr
 
 
 class TestExactZerosPlot:
