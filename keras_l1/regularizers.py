@@ -94,7 +94,8 @@ class ProximalRegularizer(keras.regularizers.Regularizer):
     ...         return ops.maximum(w - ops.cast(step, w.dtype) * self.l1, 0)
     ...     def get_config(self):
     ...         return {"l1": self.l1}
-    >>> np.asarray(NonNegativeL1(0.5).prox(np.array([2.0, 0.2, -1.0]), 1.0)).tolist()
+    >>> w = ops.convert_to_tensor(np.array([2.0, 0.2, -1.0]))
+    >>> ops.convert_to_numpy(NonNegativeL1(0.5).prox(w, 1.0)).tolist()
     [1.5, 0.0, 0.0]
     """
 
@@ -190,6 +191,7 @@ class L1Regularizer(ProximalRegularizer):
         return self.l1 * ops.sum(ops.abs(w))
 
     def gradient(self, w):
+        w = ops.convert_to_tensor(w)
         return ops.sign(w) * ops.cast(self.l1, w.dtype)
 
     def _penalty_with_gradient(self, w):
@@ -242,6 +244,7 @@ class ElasticNetRegularizer(ProximalRegularizer):
         return self.l1 * ops.sum(ops.abs(w)) + self.l2 * ops.sum(ops.square(w))
 
     def gradient(self, w):
+        w = ops.convert_to_tensor(w)
         return ops.sign(w) * ops.cast(self.l1, w.dtype) + w * ops.cast(2 * self.l2, w.dtype)
 
     def prox(self, w, step):
@@ -323,6 +326,7 @@ class GroupLassoRegularizer(ProximalRegularizer):
         return scale * ops.sum(norms)
 
     def gradient(self, w):
+        w = ops.convert_to_tensor(w)
         norms, scale = self._group_norms(w)
         safe = ops.where(norms == 0, ops.ones_like(norms), norms)
         return w * (ops.cast(scale, w.dtype) / safe)
@@ -413,6 +417,7 @@ class LogSumRegularizer(ProximalRegularizer):
         return (self.l1 * self.epsilon) * ops.sum(ops.log1p(ratio))
 
     def gradient(self, w):
+        w = ops.convert_to_tensor(w)
         epsilon = ops.cast(self.epsilon, w.dtype)
         return ops.sign(w) * (ops.cast(self.l1, w.dtype) * epsilon / (epsilon + ops.abs(w)))
 
@@ -459,6 +464,7 @@ class _KerasL1(L1Regularizer):
     gives Keras's formula, which the optimizer takes back out."""
 
     def gradient(self, w):
+        w = ops.convert_to_tensor(w)
         return _abs_derivative(w) * ops.cast(self.l1, w.dtype)
 
 
@@ -466,6 +472,7 @@ class _KerasL1L2(ElasticNetRegularizer):
     """Keras's own `L1L2`, likewise."""
 
     def gradient(self, w):
+        w = ops.convert_to_tensor(w)
         return _abs_derivative(w) * ops.cast(self.l1, w.dtype) + w * ops.cast(2 * self.l2, w.dtype)
 
 

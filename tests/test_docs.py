@@ -146,6 +146,8 @@ def _table(text: str) -> np.ndarray:
 
 
 @pytest.mark.slow
+# The page's exact path uses `steps_per_execution`, which Keras's PyTorch trainer refuses.
+@pytest.mark.backends("tensorflow", "jax")
 class TestChoosingLambdaPage:
     def test_python_blocks_run_in_order_and_print_the_documented_paths(
         self, tmp_path, fresh_python
