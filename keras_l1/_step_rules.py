@@ -4,8 +4,9 @@ The one place in keras_l1 that reads an optimizer's slots. Keras offers no
 public accessor for them; the names read here (`momentums`, `_momentums`,
 `_velocities`, `_velocity_hats`, `_u`, `_average_gradients`,
 `_accumulators`, `_get_variable_index`, `_iterations`) are the same from Keras 3.0 on, and
-tests/test_step_rules.py checks each rule against the update the optimizer
-makes, on every Keras version the package declares.
+tests/test_optimizers.py checks each rule against the update the optimizer
+makes (closed forms and scikit-learn's optima), in CI on the oldest Keras the
+package declares and on the newest.
 
 Each rule returns the per-coordinate (or scalar) step `s` such that the
 optimizer's update was `w ← w − s · m`, where `m` is the gradient or its

@@ -4,10 +4,12 @@ A TensorFlow graph without XLA (Keras's default `jit_compile="auto"` on a CPU)
 runs each elementwise operation as its own pass over a weight: the penalty's
 gradient, its subtraction and the proximal step would be a dozen passes per
 weight and step. Compiled with XLA, each is one loop that reads its inputs
-once. Nothing here changes a value: `kernel(f)` is `f`, and the tests
-(TestPenaltyInCompiledSteps, TestCompiledKernels) check both agree. Eager
-code, other backends and `tf.distribute` (whose update contexts compiled
-functions do not enter) get the plain functions.
+once. Nothing here changes a value: `kernel(f)` computes `f`, and the tests
+check both agree (tests/test_regularizers.py's TestPenaltyInCompiledSteps in
+eager and graph mode; tests/test_optimizers.py's step-by-step comparisons with
+NumPy, run eagerly and in graphs). Eager code, other backends and
+`tf.distribute` (whose update contexts compiled functions do not enter) get
+the plain functions.
 """
 
 import keras
