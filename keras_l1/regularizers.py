@@ -200,7 +200,7 @@ class L1Regularizer(ProximalRegularizer):
         return self.l1 * ops.sum(w * ops.stop_gradient(ops.sign(w)))
 
     def prox(self, w, step):
-        """Soft-threshold `w` at `step * l1` (per coordinate if `step` is)."""
+        """Soft-threshold `w` at `step * l1`, per coordinate when `step` is a tensor."""
         return soft_threshold(w, ops.multiply(step, self.l1))
 
     def get_config(self) -> dict:
