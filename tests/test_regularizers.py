@@ -464,3 +464,18 @@ class TestAsProximal:
     def test_l2_alone_has_no_prox(self):
         assert as_proximal(keras.regularizers.L2(0.01)) is None
         assert as_proximal(keras.regularizers.L1L2(0.0, 0.01)) is None
+
+
+class TestGroupSumsOfSquares:
+    @pytest.mark.parametrize(
+        "shape, axes",
+        [((5, 7), (1,)), ((3, 3, 4, 6), (1, 2, 3)), ((3, 3, 4, 6), (3,)), ((5, 7), (0,))],
+    )
+    def test_equal_to_the_plain_sum(self, shape, axes):
+        from keras_l1.regularizers import _sum_of_squares
+
+        w = np.random.default_rng(0).normal(size=shape).astype("float32")
+        expected = np.sum(w.astype(np.float64) ** 2, axis=axes, keepdims=True)
+        result = keras.ops.convert_to_numpy(_sum_of_squares(keras.ops.convert_to_tensor(w), axes))
+        assert result.shape == expected.shape
+        np.testing.assert_allclose(result, expected, rtol=1e-6)
