@@ -189,15 +189,16 @@ class _Graph:
     def _union(self, a: int, b: int) -> None:
         self._parent[self._find(a)] = self._find(b)
 
-    def removed_classes(self) -> np.ndarray:
+    def removed_classes(self, blocked) -> np.ndarray:
         """The classes whose every reader ignores them or folds their constant into its bias.
 
+        `blocked` marks the classes that stay whatever their readers do.
         Removing the outputs of a layer can make its inputs unused, so the rule
         is applied until nothing changes (removals only grow).
         """
-        removed = np.zeros_like(self.blocked)
+        removed = np.zeros_like(blocked)
         while True:
-            kept = self.blocked.copy()
+            kept = blocked.copy()
             for node, parts in self.linear:
                 (inputs,) = node.input_tensors
                 keep_out = ~removed[self.classes[self.channels(node.outputs[0])]]
@@ -212,6 +213,31 @@ class _Graph:
             if np.array_equal(~kept, removed):
                 return removed
             removed = ~kept
+
+    def kept_channels(self, nodes) -> dict:
+        """`{id(tensor): mask of the channels that stay}`.
+
+        A layer output whose every channel could go keeps its first one: the
+        model has no layer to route around it, and that channel, kept like a
+        model output's, is computed exactly as in the original. Each such
+        channel is added to the blocked ones and the removal recomputed, until
+        every layer keeps a channel.
+        """
+        blocked = self.blocked.copy()
+        while True:
+            removed = self.removed_classes(blocked)
+            keep = {key: ~removed[self.classes[indices]] for key, indices in self.index.items()}
+            emptied = [
+                tensor
+                for node in nodes
+                if not isinstance(node.operation, keras.layers.InputLayer)
+                for tensor in node.outputs
+                if not keep[id(tensor)].any()
+            ]
+            if not emptied:
+                return keep
+            for tensor in emptied:
+                blocked[self.classes[self.channels(tensor)[0]]] = True
 
 
 def _rebuild(model, nodes, graph, keep):
@@ -294,7 +320,9 @@ def compact_model(model) -> Compaction:
     Any other layer (Reshape, Lambda, attention, stateful RNNs, grouped
     convolutions, a softmax activation, nested models) keeps every channel it
     reads or writes, so it is copied unchanged. The model's outputs, and the
-    channels of an image or sequence input, are always kept.
+    channels of an image or sequence input, are always kept. A layer whose
+    every unit or channel could go keeps its first one (whole layers are not
+    removed), computed as in the original.
 
     The result satisfies `small(x[:, kept_inputs]) == model(x)` for a rank-2
     input and `small(x) == model(x)` otherwise, in inference mode, up to
@@ -320,8 +348,8 @@ def compact_model(model) -> Compaction:
             inputs, or has a layer compact_model cannot handle exactly
             (channels_first, LoRA or quantized, a layer with weights called
             more than once, one that cannot be rebuilt from its config; the
-            message names the layer); or if all inputs or all units of a
-            layer are dead (the output is then constant).
+            message names the layer); or if every input is dead (the output
+            is then constant).
 
     Example:
 
@@ -351,8 +379,7 @@ def compact_model(model) -> Compaction:
     """
     nodes = _nodes(model)
     graph = _Graph(model, nodes)
-    removed = graph.removed_classes()
-    keep = {key: ~removed[graph.classes[indices]] for key, indices in graph.index.items()}
+    keep = graph.kept_channels(nodes)
 
     (input_tensor,) = model.inputs
     if not keep[id(input_tensor)].any():
@@ -361,15 +388,6 @@ def compact_model(model) -> Compaction:
             "all-zero outgoing weights, so its output is constant and there is no input to "
             f"keep. Received: model='{model.name}'"
         )
-    for node in nodes:
-        for tensor in node.outputs:
-            if not keep[id(tensor)].any():
-                raise ValueError(
-                    f"Invalid value for argument `model`: every unit of layer "
-                    f"'{node.operation.name}' is dead (unused, or constant and folded into "
-                    "the next layer), and compact_model does not remove whole layers. "
-                    f"Received: model='{model.name}'"
-                )
 
     layers = _rebuild(model, nodes, graph, keep)
     kept_inputs = [int(i) for i in np.flatnonzero(keep[id(input_tensor)])]

@@ -165,6 +165,20 @@ class TestCompactModel:
         ):
             keras_l1.compact_model(3)
 
+    @pytest.mark.parametrize("functional", [False, True])
+    def test_a_layer_whose_every_unit_is_dead_keeps_one(self, functional):
+        keras.utils.set_random_seed(0)
+        model = chain(functional)
+        model.get_layer("h2").kernel.assign(np.zeros((6, 5)))
+        small, kept_inputs = compaction = keras_l1.compact_model(model)
+        # h2 outputs tanh(relu(0)) = 0, which "out" folds; h2 keeps unit 0,
+        # whose zero kernel column leaves h1 unread but for its own unit 0.
+        assert compaction.units_after == {"inputs": 8, "h1": 1, "h2": 1, "out": 3}
+        assert kept_inputs == list(range(8))
+        assert compaction.params_after == (8 + 1) + 1 + (1 + 1) * 3
+        x = np.random.default_rng(1).normal(size=(5, 8)).astype("float32")
+        assert_same_outputs(model, small, x, kept_inputs)
+
     def test_a_constant_model_is_an_error(self):
         model = chain(functional=False)
         model.get_layer("h1").kernel.assign(np.zeros((8, 6)))
@@ -573,6 +587,30 @@ class TestMobileNetV2:
         assert compaction.params_before - compaction.params_after == expected
         assert compaction.units_after["block_4_expand"] == compaction.units_before["block_4_expand"]
         assert [layer.name for layer in small.layers] == [layer.name for layer in model.layers]
+        assert_same_outputs(model, small, images((32, 32, 3), rng, batch=2))
+
+    def test_a_dead_expansion_keeps_one_channel(self):
+        # Every expansion channel of block 15 is dead: zero filters, and zero
+        # after both BatchNormalizations. The block adds its projection's
+        # constant to the residual, so the projection stays whole, and the
+        # expansion and depthwise layers keep one channel each.
+        keras.utils.set_random_seed(0)
+        rng = np.random.default_rng(3)
+        model = keras.applications.MobileNetV2(
+            alpha=0.35, input_shape=(32, 32, 3), weights=None, classes=10
+        )
+        randomize(model, rng)
+        expand = model.get_layer("block_15_expand")
+        expand.kernel.assign(np.zeros(expand.kernel.shape))
+        for name in ("expand_BN", "depthwise_BN"):
+            bn = model.get_layer(f"block_15_{name}")
+            for variable in (bn.beta, bn.moving_mean):
+                variable.assign(np.zeros(variable.shape))
+        small, _ = compaction = keras_l1.compact_model(model)
+        assert compaction.units_after["block_15_expand"] == 1
+        assert small.get_layer("block_15_depthwise").kernel.shape[-2] == 1
+        for name in ("block_15_project", "block_16_expand", "Conv_1"):
+            assert compaction.units_after[name] == compaction.units_before[name]
         assert_same_outputs(model, small, images((32, 32, 3), rng, batch=2))
 
 
