@@ -4,11 +4,12 @@ Three models, each copied by `keras_l1.regularize(model,
 GroupLassoRegularizer(l1))` (one group per output channel or unit of every
 kernel) and trained with `ProximalOptimizer(SGD(lr, momentum=0.9))`, so
 whole units and channels reach exactly zero; `keras_l1.compact_model` then
-removes them:
+removes them, and the compact model is fine-tuned without the penalty (see
+`Recipe`):
 
 - MLP: 64-256-128-10 ReLU on scikit-learn's digits (75/25 split);
-- CNN: the digits as 8x8x1 images, Conv2D(16) -> Conv2D(32) -> MaxPool ->
-  Conv2D(64) -> GlobalAveragePooling -> Dense(10), ReLU, "same" padding;
+- CNN: the digits as 8x8x1 images, Conv2D(32) -> Conv2D(64) -> MaxPool ->
+  Conv2D(128) -> GlobalAveragePooling -> Dense(10), ReLU, "same" padding;
 - MobileNetV2 (alpha 0.35, 32x32x3, `weights=None`, 10 classes) on random
   images and labels: a few steps, for its size and latency only (its
   accuracy means nothing and is not shown).
@@ -19,10 +20,12 @@ kh*kw*cin/groups*cout per output position, depthwise kh*kw*cin*multiplier per
 output position, separable both, transposed Conv kh*kw*cin*cout per input
 position; normalization, pooling and activations not counted, as they fold
 into the neighbouring layer or cost far less), the `.keras` file's bytes and
-the test accuracy. Then CPU latency of `predict_on_batch` at batch 1 and 32,
-with `jit_compile` off and on: the median over rounds of the mean time of a
-block of calls, original and compact model timed in alternating order within
-each round (paired, same process), and its speed-up next to the MAC ratio.
+the test accuracy, next to that of the same model trained without a
+penalty (plain SGD with momentum, same epochs). Then CPU latency of the
+model's forward pass (see `forward`) at batch 1 and 32, with XLA off and
+on: the median over rounds of the mean time of a block of calls, original
+and compact model timed in alternating order within each round (paired,
+same process), and its speed-up next to the MAC ratio.
 A model `compact_model` refuses is reported as "refused: <message>".
 
     python benchmarks/bench_compact.py           # ~4 minutes on 2 busy cores
@@ -36,6 +39,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import _common
 import keras
@@ -45,7 +50,7 @@ from sklearn.model_selection import train_test_split
 
 import keras_l1
 
-# predict_on_batch retraces once per batch size and jit setting, on purpose.
+# The timed functions retrace once per batch size and jit setting, on purpose.
 logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -83,10 +88,10 @@ def build_cnn():
     return keras.Sequential(
         [
             keras.Input((8, 8, 1), name="image"),
-            keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv_1"),
-            keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv_2"),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv_1"),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu", name="conv_2"),
             keras.layers.MaxPooling2D(2, name="pool"),
-            keras.layers.Conv2D(64, 3, padding="same", activation="relu", name="conv_3"),
+            keras.layers.Conv2D(128, 3, padding="same", activation="relu", name="conv_3"),
             keras.layers.GlobalAveragePooling2D(name="gap"),
             keras.layers.Dense(10, name="logits"),
         ],
@@ -100,11 +105,27 @@ def build_mobilenet():
     )
 
 
-# name: (builder, data, group lasso l1, SGD learning rate, epochs, batch size, accuracy shown)
+class Recipe(NamedTuple):
+    """How one model is trained: group lasso `l1`, reached linearly over
+    `warmup` epochs (`keras_l1.L1Scheduler`), `epochs` in all at learning rate
+    `lr`; then the compact model is fine-tuned for `finetune` epochs at
+    `lr / 5` without the penalty (`strength_factor` 0)."""
+
+    build: Callable
+    data: Callable
+    l1: float
+    lr: float
+    epochs: int
+    batch_size: int
+    show_accuracy: bool
+    warmup: int = 0
+    finetune: int = 0
+
+
 MODELS = {
-    "MLP": (build_mlp, lambda: digits(image=False), 1e-3, 0.05, 30, 64, True),
-    "CNN": (build_cnn, lambda: digits(image=True), 5e-4, 0.05, 30, 64, True),
-    "MobileNetV2": (build_mobilenet, lambda: random_images(160), 1e-2, 0.05, 2, 32, False),
+    "MLP": Recipe(build_mlp, lambda: digits(image=False), 1e-3, 0.05, 30, 64, True, 10, 10),
+    "CNN": Recipe(build_cnn, lambda: digits(image=True), 1e-3, 0.05, 30, 64, True, 10, 10),
+    "MobileNetV2": Recipe(build_mobilenet, lambda: random_images(160), 1e-2, 0.05, 2, 32, False),
 }
 
 
@@ -154,23 +175,42 @@ def keras_bytes(model) -> int:
         return os.path.getsize(path)
 
 
+def proximal_sgd(lr: float):
+    return keras_l1.ProximalOptimizer(keras.optimizers.SGD(lr, momentum=0.9))
+
+
 def accuracy(model, x, y) -> float:
     logits = model.predict(x, batch_size=256, verbose=0)
     return float(np.mean(logits.argmax(axis=1) == y))
+
+
+def forward(model, jit: bool):
+    """A function running `model` on a batch in inference mode, compiled once.
+
+    On TensorFlow, the model's call as a `tf.function` (with XLA when `jit`),
+    as a served SavedModel runs it: the Python work `predict_on_batch` does
+    per call outweighs what these small models compute.
+    Other backends use `predict_on_batch` with the jit setting compiled in.
+    """
+    if keras.backend.backend() != "tensorflow":
+        model.compile(jit_compile=jit)
+        return model.predict_on_batch
+    import tensorflow as tf
+
+    compiled = tf.function(lambda x: model(x, training=False), jit_compile=jit)
+    return lambda x: compiled(tf.constant(x)).numpy()
 
 
 def latencies(models, x, batches, jit_modes, rounds: int, calls: int) -> dict:
     """`{(batch, jit): [ms per call of each model]}`, timed in alternating order."""
     results = {}
     for jit in jit_modes:
-        for model in models:
-            # A fresh compile: no optimizer state, and the jit setting for predict.
-            model.compile(jit_compile=jit)
+        functions = [forward(model, jit) for model in models]
         for batch in batches:
             inputs = [keras.ops.convert_to_numpy(xi[:batch]) for xi in x]
-            for model, xi in zip(models, inputs):
+            for function, xi in zip(functions, inputs):
                 for _ in range(3):  # trace, compile, warm caches
-                    model.predict_on_batch(xi)
+                    function(xi)
             times = [[] for _ in models]
             for index in range(rounds):
                 order = list(range(len(models)))
@@ -179,7 +219,7 @@ def latencies(models, x, batches, jit_modes, rounds: int, calls: int) -> dict:
                 for m in order:
                     start = time.perf_counter()
                     for _ in range(calls):
-                        models[m].predict_on_batch(inputs[m])
+                        functions[m](inputs[m])
                     times[m].append((time.perf_counter() - start) / calls * 1e3)
             results[(batch, jit)] = [statistics.median(t) for t in times]
     return results
@@ -197,26 +237,37 @@ def run(
     """Trains, compacts and measures each of `models`; one dict per model."""
     results = []
     for name in models:
-        build, data, l1, lr, model_epochs, batch_size, show_accuracy = MODELS[name]
+        recipe = MODELS[name]
+        epochs = epochs or recipe.epochs
         keras.utils.set_random_seed(seed)
-        x_train, x_test, y_train, y_test = data()
-        model = keras_l1.regularize(build(), keras_l1.GroupLassoRegularizer(l1))
-        model.compile(keras_l1.ProximalOptimizer(keras.optimizers.SGD(lr, momentum=0.9)), LOSS)
+        x_train, x_test, y_train, y_test = recipe.data()
+        model = keras_l1.regularize(recipe.build(), keras_l1.GroupLassoRegularizer(recipe.l1))
+        model.compile(proximal_sgd(recipe.lr), LOSS)
+        warmup = [keras_l1.L1Scheduler(warmup_epochs=recipe.warmup)] if recipe.warmup else []
         start = time.perf_counter()
         model.fit(
             x_train,
             y_train,
-            batch_size=batch_size,
-            epochs=epochs or model_epochs,
+            batch_size=recipe.batch_size,
+            epochs=epochs,
+            callbacks=warmup,
             verbose=0,
         )
+        dense_accuracy = None
+        if recipe.show_accuracy:
+            keras.utils.set_random_seed(seed)
+            dense = recipe.build()
+            dense.compile(keras.optimizers.SGD(recipe.lr, momentum=0.9), LOSS)
+            dense.fit(x_train, y_train, batch_size=recipe.batch_size, epochs=epochs, verbose=0)
+            dense_accuracy = accuracy(dense, x_test, y_test)
         row = {
             "model": name,
+            "dense_accuracy": dense_accuracy,
             "train_s": time.perf_counter() - start,
             "params": [model.count_params()],
             "macs": [macs(model)],
             "bytes": [keras_bytes(model)],
-            "accuracy": [accuracy(model, x_test, y_test)] if show_accuracy else None,
+            "accuracy": [accuracy(model, x_test, y_test)] if recipe.show_accuracy else None,
             "refused": None,
         }
         try:
@@ -230,11 +281,23 @@ def run(
             row["params"].append(small.count_params())
             row["macs"].append(macs(small))
             row["bytes"].append(keras_bytes(small))
-            if show_accuracy:
-                row["accuracy"].append(accuracy(small, x_small, y_test))
             row["max_output_diff"] = float(
                 np.abs(small.predict(x_small, verbose=0) - model.predict(x_test, verbose=0)).max()
             )
+            if recipe.show_accuracy:
+                row["accuracy"].append(accuracy(small, x_small, y_test))
+            if recipe.finetune and recipe.show_accuracy:
+                tuned = proximal_sgd(recipe.lr / 5)
+                tuned.strength_factor.assign(0.0)
+                small.compile(tuned, LOSS)
+                small.fit(
+                    x_train[..., kept],
+                    y_train,
+                    batch_size=recipe.batch_size,
+                    epochs=min(epochs, recipe.finetune),
+                    verbose=0,
+                )
+                row["finetuned_accuracy"] = accuracy(small, x_small, y_test)
             pairs, inputs = [model, small], [x_test, x_small]
         row["latency_ms"] = latencies(pairs, inputs, batches, jit_modes, rounds, calls)
         results.append(row)
@@ -258,7 +321,9 @@ def table(results) -> str:
                 _before_after(r["params"]),
                 _before_after(r["macs"]) + mac_ratio,
                 _before_after(r["bytes"]),
+                f"{r['dense_accuracy']:.1%}" if r["accuracy"] else "–",
                 _before_after(r["accuracy"], "{:.1%}") if r["accuracy"] else "–",
+                f"{r['finetuned_accuracy']:.1%}" if "finetuned_accuracy" in r else "–",
                 # compact_model's message names what it supports, then what it received.
                 f"refused: {r['refused'].split('Received: ', 1)[-1]}"
                 if r["refused"]
@@ -266,7 +331,16 @@ def table(results) -> str:
             ]
         )
     sizes = _common.markdown_table(
-        ["model", "parameters", "MACs / example", ".keras bytes", "test accuracy", "compact_model"],
+        [
+            "model",
+            "parameters",
+            "MACs / example",
+            ".keras bytes",
+            "accuracy, no penalty",
+            "accuracy, sparse → compact",
+            "compact, fine-tuned",
+            "compact_model",
+        ],
         rows,
     )
     rows = []

@@ -183,7 +183,10 @@ def per_channel_constants(node, constants: list) -> np.ndarray:
     if type(layer) is L.Activation:
         return _apply(layer.activation, x, dtype)
     if type(layer) is L.BatchNormalization:
-        return _apply(lambda v: _batch_normalization(layer, v), x, dtype)
+        out = _apply(lambda v: _batch_normalization(layer, v), np.nan_to_num(x), dtype)
+        # A zero scale multiplies the (finite) input by 0: the channel is its offset.
+        silent = _numpy(layer.gamma) == 0 if layer.scale else np.zeros(x.shape, bool)
+        return np.where(np.isnan(x) & ~silent, np.nan, out)
     if type(layer) in _DEPTHWISE:
         kernel = _numpy(layer.kernel).astype(np.float64)  # (*window, in, multiplier)
         spatial = tuple(range(kernel.ndim - 2))

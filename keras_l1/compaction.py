@@ -299,7 +299,8 @@ def compact_model(model) -> Compaction:
       channels that remain), or
     - can fold it: the channel is the same constant `c` at every position
       (its own kernel slice is zero, so it outputs `activation(bias)`, pushed
-      through BatchNormalization and the other layers on its way), and `c`
+      through BatchNormalization and the other layers on its way; or a
+      BatchNormalization's scale for it is 0, so it is that layer's offset), and `c`
       times the reader's kernel slice moves into the reader's bias. A zero
       constant always folds; a non-zero one only into a Dense layer or a
       convolution whose windows never cover padding (`padding="valid"` or a

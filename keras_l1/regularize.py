@@ -8,6 +8,7 @@ import keras
 from keras_l1 import _graph
 from keras_l1._validation import short_repr
 from keras_l1.regularizers import GroupLassoRegularizer
+from keras_l1.regularizers import L1Regularizer
 
 
 def _einsum_output_axis(config: dict) -> int:
@@ -49,6 +50,9 @@ _PRUNABLE = (
     (keras.layers.SimpleRNN, {"kernel_regularizer": -1, "recurrent_regularizer": -1}),
     (keras.layers.LSTM, {"kernel_regularizer": -1, "recurrent_regularizer": -1}),
     (keras.layers.GRU, {"kernel_regularizer": -1, "recurrent_regularizer": -1}),
+    # A channel whose scale and offset are both 0 outputs exactly 0 whatever
+    # its input, which every reader can drop: one group per weight (None).
+    (keras.layers.BatchNormalization, {"gamma_regularizer": None, "beta_regularizer": None}),
 )
 
 
@@ -74,9 +78,12 @@ def _all_layers(model) -> list:
     return found
 
 
-def _copy(regularizer, group_axis: int):
+def _copy(regularizer, group_axis: int | None):
     config = regularizer.get_config()
     if isinstance(regularizer, GroupLassoRegularizer):
+        if group_axis is None:
+            # Groups of one weight: the group lasso is the L1 penalty.
+            return L1Regularizer(config["l1"])
         config = {**config, "group_axis": group_axis}
     return type(regularizer).from_config(config)
 
@@ -165,6 +172,11 @@ def regularize(
     last output axis of an EinsumDense kernel, and each gate column of a
     recurrent kernel. Zeroed groups are then whole channels, which
     `compact_model` can remove. Element-wise penalties are copied as they are.
+    BatchNormalization's scale and offset (`gamma`, `beta`) get the penalty
+    too, one group per channel (the group lasso of one weight is
+    `L1Regularizer` of the same `l1`): a channel whose scale and offset reach
+    0 outputs exactly 0, and `compact_model` removes it with the filter
+    before it.
 
     The copy is compiled as the original was, if it was (as
     `keras.models.clone_model` does); compile it with a

@@ -138,7 +138,7 @@ class TestBenchCompact:
         # MACs in closed form: Dense in*out; Conv kh*kw*cin*cout per output position.
         assert mlp["macs"][0] == 64 * 256 + 256 * 128 + 128 * 10
         assert cnn["macs"][0] == (
-            8 * 8 * 9 * 1 * 16 + 8 * 8 * 9 * 16 * 32 + 4 * 4 * 9 * 32 * 64 + 64 * 10
+            8 * 8 * 9 * 1 * 32 + 8 * 8 * 9 * 32 * 64 + 4 * 4 * 9 * 64 * 128 + 128 * 10
         )
         assert mlp["params"][0] == 64 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
         # The MLP is compacted exactly: no more of anything, the same predictions.
@@ -146,6 +146,7 @@ class TestBenchCompact:
         assert mlp["params"][1] <= mlp["params"][0]
         assert mlp["macs"][1] <= mlp["macs"][0]
         assert mlp["accuracy"][1] == mlp["accuracy"][0]
+        assert 0 < mlp["dense_accuracy"] <= 1 and 0 < mlp["finetuned_accuracy"] <= 1
         assert mlp["max_output_diff"] < 1e-4
         assert all(len(ms) == 2 and min(ms) > 0 for ms in mlp["latency_ms"].values())
         # The CNN is compacted the same way, or refused with compact_model's own message.

@@ -339,6 +339,29 @@ class TestBatchNormalization:
         assert compaction.units_after["conv"] == 5 - removed
         assert_same_outputs(model, small, images((6, 6, 3), rng))
 
+    @pytest.mark.parametrize("beta", [0.0, 0.7])
+    def test_a_zero_scale_makes_the_channel_its_offset(self, beta):
+        # The filter is alive, but gamma = 0: the channel is `beta` everywhere.
+        rng = np.random.default_rng(4)
+        inputs = keras.Input((6, 6, 3))
+        x = keras.layers.Conv2D(5, 3, name="conv")(inputs)
+        x = keras.layers.BatchNormalization(name="bn")(x)
+        x = keras.layers.ReLU(6.0, name="relu6")(x)
+        x = keras.layers.Conv2D(3, 3, padding="same", name="head")(x)
+        model = keras.Model(inputs, x)
+        randomize(model, rng)
+        bn = model.get_layer("bn")
+        for variable, value in ((bn.gamma, 0.0), (bn.beta, beta)):
+            values = numpy(variable).copy()
+            values[2] = value
+            variable.assign(values)
+        small, _ = compaction = keras_l1.compact_model(model)
+        # A zero channel goes; 0.7 meets the head's padding and stays.
+        removed = beta == 0
+        assert compaction.units_after["conv"] == 5 - removed
+        assert compaction.params_before - compaction.params_after == removed * (28 + 4 + 27)
+        assert_same_outputs(model, small, images((6, 6, 3), rng))
+
 
 class TestDepthwiseAndSeparable:
     def test_a_dead_channel_crosses_depthwise_and_separable_convolutions(self):

@@ -256,11 +256,12 @@ class TestLayersArgument:
             for layer in copy.layers
             if getattr(layer, "kernel_regularizer", None) is not None
             or getattr(layer, "depthwise_regularizer", None) is not None
+            or getattr(layer, "gamma_regularizer", None) is not None
         )
 
     def test_none_is_every_prunable_layer(self):
         copy = keras_l1.regularize(self.model(), keras_l1.L1Regularizer(L1))
-        assert self.regularized(copy) == ["conv", "depthwise", "out"]
+        assert self.regularized(copy) == ["bn", "conv", "depthwise", "out"]
 
     def test_names(self):
         copy = keras_l1.regularize(
@@ -284,8 +285,18 @@ class TestLayersArgument:
             )
 
     def test_name_without_a_kernel(self):
-        with pytest.raises(ValueError, match=r"`layers`.*'bn'.*BatchNormalization"):
-            keras_l1.regularize(self.model(), keras_l1.L1Regularizer(L1), layers=["bn"])
+        with pytest.raises(ValueError, match=r"`layers`.*'pool'.*GlobalAveragePooling2D"):
+            keras_l1.regularize(self.model(), keras_l1.L1Regularizer(L1), layers=["pool"])
+
+    def test_batch_normalization_gets_one_group_per_channel(self):
+        copy = keras_l1.regularize(self.model(), keras_l1.GroupLassoRegularizer(L1))
+        bn = copy.get_layer("bn")
+        for regularizer in (bn.gamma_regularizer, bn.beta_regularizer):
+            assert type(regularizer) is keras_l1.L1Regularizer
+            assert regularizer.get_config() == {"l1": L1}
+        # |gamma| + |beta| summed: 4 ones and 4 zeros.
+        assert float(bn.gamma_regularizer(bn.gamma)) == pytest.approx(4 * L1)
+        assert float(bn.beta_regularizer(bn.beta)) == 0.0
 
     @pytest.mark.parametrize("layers", ["conv", 3])
     def test_neither_names_nor_callable(self, layers):
@@ -338,11 +349,15 @@ class TestApplications:
         convs = [layer for layer in copy.layers if type(layer) is keras.layers.Conv2D]
         depthwise = [layer for layer in copy.layers if type(layer) is keras.layers.DepthwiseConv2D]
         dense = [layer for layer in copy.layers if type(layer) is keras.layers.Dense]
-        assert (len(convs), len(depthwise), len(dense)) == (35, 17, 1)
-        assert len(copy.losses) == 35 + 17 + 1
+        norms = [layer for layer in copy.layers if type(layer) is keras.layers.BatchNormalization]
+        assert (len(convs), len(depthwise), len(dense), len(norms)) == (35, 17, 1, 52)
+        assert len(copy.losses) == 35 + 17 + 1 + 2 * 52
         expected = sorted(
             [group_lasso(numpy(layer.kernel), -1) for layer in convs + dense]
             + [group_lasso(numpy(layer.kernel), -2) for layer in depthwise]
+            # Scale and offset: L1 of ones and of zeros.
+            + [L1 * layer.gamma.shape[0] for layer in norms]
+            + [0.0] * len(norms)
         )
         assert sorted(float(numpy(loss)) for loss in copy.losses) == pytest.approx(
             expected, rel=1e-4
