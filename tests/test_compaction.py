@@ -577,13 +577,18 @@ class TestDigitsCNN:
 
 
 class TestMobileNetV2:
-    def test_dead_expansion_channels_are_removed(self):
+    @staticmethod
+    def model(rng):
         keras.utils.set_random_seed(0)
-        rng = np.random.default_rng(9)
         model = keras.applications.MobileNetV2(
             alpha=0.35, input_shape=(32, 32, 3), weights=None, classes=10
         )
         randomize(model, rng)
+        return model
+
+    def test_dead_expansion_channels_are_removed(self):
+        rng = np.random.default_rng(9)
+        model = self.model(rng)
         expected = 0
         for block, dead in [(1, [0, 5]), (2, [3]), (5, [1, 2, 7]), (13, [10]), (4, [4])]:
             expand = model.get_layer(f"block_{block}_expand")
@@ -617,12 +622,8 @@ class TestMobileNetV2:
         # after both BatchNormalizations. The block adds its projection's
         # constant to the residual, so the projection stays whole, and the
         # expansion and depthwise layers keep one channel each.
-        keras.utils.set_random_seed(0)
         rng = np.random.default_rng(3)
-        model = keras.applications.MobileNetV2(
-            alpha=0.35, input_shape=(32, 32, 3), weights=None, classes=10
-        )
-        randomize(model, rng)
+        model = self.model(rng)
         expand = model.get_layer("block_15_expand")
         expand.kernel.assign(np.zeros(expand.kernel.shape))
         for name in ("expand_BN", "depthwise_BN"):
