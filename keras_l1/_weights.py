@@ -199,13 +199,17 @@ def _measure_array(array, tolerance: float, l1, l2):
     return penalty, zeros, nonfinite
 
 
-def _measure_on_host(weights, tolerance: float):
+def _measure_on_host(weights, tolerance: float, on_host: bool = True):
     """Rows `[penalty, zeros, non-finite count, size]` of the weights that can
-    be measured in host memory, and the indices of the others (left at 0)."""
+    be measured in host memory, and the indices of the others (left at 0).
+    With `on_host=False`, every weight is left to the backend."""
     rows = np.zeros((len(weights), 4))
     rest = []
     for index, weight in enumerate(weights):
         rows[index, 3] = math.prod(weight.variable.shape)
+        if not on_host:
+            rest.append(index)
+            continue
         strengths = _sum_strengths(weight.regularizer)
         # float16 and bfloat16 sums need a cast, and bfloat16 has no NumPy type.
         if strengths is None or weight.variable.dtype not in ("float32", "float64"):
@@ -223,7 +227,7 @@ def _measure_on_host(weights, tolerance: float):
     return rows, rest
 
 
-def measure(weights, tolerance: float):
+def measure(weights, tolerance: float, on_host: bool = True):
     """Penalty, zero count, NaN count and size of each weight.
 
     A weight in host memory (on the CPU) whose regularizer is a multiple of
@@ -250,11 +254,14 @@ def measure(weights, tolerance: float):
     `RepeatedMeasure` gives the same numbers (a compiled penalty may round
     differently) from one compiled call on TensorFlow and JAX.
 
+    `on_host=False` measures every weight the second way, as on an
+    accelerator (the tests compare the two ways).
+
     Returns:
         A float64 NumPy array of shape `(len(weights), 4)`: penalty, zeros,
         non-finite count, size.
     """
-    rows, rest = _measure_on_host(weights, tolerance)
+    rows, rest = _measure_on_host(weights, tolerance, on_host)
     if rest:
         rows[rest, :3] = _measure_on_device([weights[i] for i in rest], tolerance)
     return rows
@@ -374,7 +381,8 @@ class RepeatedMeasure:
     freeze), and PyTorch, are measured by `measure` at every call.
     """
 
-    def __init__(self):
+    def __init__(self, on_host: bool = True):
+        self._on_host = on_host
         self._key = None
         self._weights = None
         self._function = None
@@ -383,10 +391,10 @@ class RepeatedMeasure:
         # A cache, not state: copies and pickles start empty (a traced
         # function can be neither), as callbacks are deep-copied by
         # scikit-learn-style wrappers.
-        return (RepeatedMeasure, ())
+        return (RepeatedMeasure, (self._on_host,))
 
     def __call__(self, weights, tolerance: float):
-        rows, rest = _measure_on_host(weights, tolerance)
+        rows, rest = _measure_on_host(weights, tolerance, self._on_host)
         if rest:
             rows[rest, :3] = self._measure_on_device([weights[i] for i in rest], tolerance)
         return rows

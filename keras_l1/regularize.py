@@ -142,8 +142,9 @@ def _chosen(model, layers) -> set:
             )
         if not _prunable_arguments(by_name[name]):
             raise ValueError(
-                f"Invalid value for argument `layers`: expected names of layers with a "
-                f"prunable kernel. Received: layers={short_repr(names)}, and layer {name!r} "
+                f"Invalid value for argument `layers`: expected names of layers with "
+                f"prunable weights (a kernel, or BatchNormalization's scale and offset). "
+                f"Received: layers={short_repr(names)}, and layer {name!r} "
                 f"of type {type(by_name[name]).__name__} has none"
             )
     return {id(by_name[name]) for name in names}
@@ -199,7 +200,7 @@ def regularize(
         TypeError: If `model` is not a Keras model, `regularizer` is not a
             regularizer instance, or `layers` is not a list or a callable.
         ValueError: If `model` is subclassed or not built, or `layers` names a
-            layer `model` does not have or one without a prunable kernel.
+            layer `model` does not have or one without prunable weights.
 
     Example:
 

@@ -33,12 +33,10 @@ def _computes_float64(regularizer) -> bool:
     return True
 
 
-@pytest.fixture(params=["host", "device"])
-def path(request, monkeypatch):
-    """Measures in host memory (NumPy), or forces the backend's operations."""
-    if request.param == "device":
-        monkeypatch.setattr(_weights, "_host_view", lambda value: None)
-    else:
+@pytest.fixture(params=[True, False], ids=["host", "device"])
+def on_host(request, monkeypatch):
+    """Measures in host memory (NumPy), or by the backend's operations."""
+    if request.param:
         # Several blocks per weight, so that the sums and counts across blocks
         # are exercised too.
         monkeypatch.setattr(_weights, "_BLOCK", 2)
@@ -47,16 +45,16 @@ def path(request, monkeypatch):
 
 class TestMeasure:
     @pytest.mark.parametrize("tolerance, zeros", [(0.0, (2, 1)), (1.5, (4, 2))])
-    def test_closed_form(self, tolerance, zeros, path):
+    def test_closed_form(self, tolerance, zeros, on_host):
         model = _model([[3.0, -0.0, 0.0], [-1.0, 1.0, 2.0]], [[0.0], [2.0], [-1.0]])
-        stats = measure(regularized_weights(model), tolerance)
+        stats = measure(regularized_weights(model), tolerance, on_host=on_host)
         # 0.5 * (3 + 1 + 1 + 2) and 0.25 * (4 + 1).
         np.testing.assert_array_equal(stats, [[3.5, zeros[0], 0, 6], [1.25, zeros[1], 0, 3]])
 
-    def test_counts_each_non_finite_entry(self, path):
+    def test_counts_each_non_finite_entry(self, on_host):
         # +inf and -inf cancel to NaN in a sum; NaN must not count as zero.
         model = _model([[np.inf, -np.inf, 0.0], [np.nan, 1.0, 0.0]], [[0.0], [2.0], [-1.0]])
-        stats = measure(regularized_weights(model), 0.0)
+        stats = measure(regularized_weights(model), 0.0, on_host=on_host)
         assert stats[0, 1:].tolist() == [2, 3, 6]
         assert stats[1].tolist() == [1.25, 1, 0, 3]
 
@@ -74,7 +72,7 @@ class TestMeasure:
         stats = measure(regularized_weights(model), 0.0)
         assert stats[0, 1:].tolist() == [1, 1, 4]
 
-    def test_log_sum_penalty_and_non_finite_entries(self, path):
+    def test_log_sum_penalty_and_non_finite_entries(self, on_host):
         # Its penalty is NaN where a weight is: the entries are then counted.
         model = keras.Sequential(
             [
@@ -88,18 +86,18 @@ class TestMeasure:
         )
         kernel = np.array([[1.0, 0.0, -3.0], [0.25, 0.0, 0.5]], "float32")
         model.layers[0].kernel.assign(kernel)
-        stats = measure(regularized_weights(model), 0.0)
+        stats = measure(regularized_weights(model), 0.0, on_host=on_host)
         penalty = 0.5 * 0.1 * np.log1p(np.abs(kernel.astype("float64")) / 0.1).sum()
         np.testing.assert_allclose(stats[0, 0], penalty, rtol=1e-6)
         assert stats[0, 1:].tolist() == [2, 0, 6]
         kernel[1, 0] = np.nan
         model.layers[0].kernel.assign(kernel)
-        stats = measure(regularized_weights(model), 0.0)
+        stats = measure(regularized_weights(model), 0.0, on_host=on_host)
         assert np.isnan(stats[0, 0]) and stats[0, 1:].tolist() == [2, 1, 6]
 
-    def test_finite_weights_whose_sum_overflows_are_finite(self, path):
+    def test_finite_weights_whose_sum_overflows_are_finite(self, on_host):
         model = _model([[3e38, 3e38, 0.0], [3e38, 0.0, 0.0]], [[0.0], [2.0], [-1.0]])
-        stats = measure(regularized_weights(model), 0.0)
+        stats = measure(regularized_weights(model), 0.0, on_host=on_host)
         assert stats[0, 1:].tolist() == [3, 0, 6]
 
     def test_no_weights(self):
@@ -139,14 +137,13 @@ class TestMeasure:
         for index, layer in enumerate(model.layers):
             layer.kernel.assign(np.array(values[index % len(values)], dtype))
         weights = regularized_weights(model)
-        viewed = []
-        host_view = _weights._host_view
-        monkeypatch.setattr(_weights, "_host_view", lambda v: viewed.append(1) or host_view(v))
         monkeypatch.setattr(_weights, "_BLOCK", 4)
+        # NumPy reads them all, unless told not to.
+        assert _weights._measure_on_host(weights, tolerance)[1] == []
+        everyone = list(range(len(weights)))
+        assert _weights._measure_on_host(weights, tolerance, on_host=False)[1] == everyone
         on_host = measure(weights, tolerance)
-        assert len(viewed) == len(weights)  # every weight measured on the host
-        monkeypatch.setattr(_weights, "_host_view", lambda value: None)
-        on_device = measure(weights, tolerance)
+        on_device = measure(weights, tolerance, on_host=False)
         # The sums are exact in float32 here (few terms, short mantissas),
         # so the two paths agree exactly, NaN and infinite penalties included.
         np.testing.assert_array_equal(on_host, on_device)
@@ -154,7 +151,7 @@ class TestMeasure:
         assert l1_l2_zero[:, 0].tolist() == [0.0, 0.0, 0.0]  # a constant, even for NaN
         assert np.isnan(on_host[4, 0])  # L1Regularizer(0.0) with a NaN weight: 0 * NaN
 
-    def test_large_weight_equals_numpy(self, monkeypatch):
+    def test_large_weight_equals_numpy(self):
         rng = np.random.default_rng(0)
         value = rng.standard_normal((700, 900)).astype("float32")
         value[rng.random(value.shape) < 0.6] = 0.0
@@ -234,10 +231,10 @@ def _numpy_stats(model, tolerance, factor=1.0):
 
 class TestRepeatedMeasure:
     @pytest.mark.parametrize("tolerance", [0.0, 0.3])
-    def test_equals_numpy_across_weight_changes(self, tolerance, path):
+    def test_equals_numpy_across_weight_changes(self, tolerance, on_host):
         model = _mixed_model()
         _assign_sparse(model, 0)
-        repeated = RepeatedMeasure()
+        repeated = RepeatedMeasure(on_host=on_host)
         weights = regularized_weights(model)
         for call, (seed, strength) in enumerate([(0, 1.0), (0, 1.0), (1, 1.0), (2, 1.0)]):
             _assign_sparse(model, seed)
@@ -249,7 +246,7 @@ class TestRepeatedMeasure:
             np.testing.assert_allclose(stats[:, 0], expected[:, 0], rtol=1e-6, atol=0)
             # The compiled penalties may round differently from the eager ones
             # (elastic net's is XLA-compiled inside a TensorFlow graph).
-            eager = measure(weights, tolerance)
+            eager = measure(weights, tolerance, on_host=on_host)
             np.testing.assert_array_equal(stats[:, 1:], eager[:, 1:])
             np.testing.assert_allclose(stats[:, 0], eager[:, 0], rtol=2e-7, atol=0)
             if call == 1:
@@ -262,11 +259,10 @@ class TestRepeatedMeasure:
 
     # Compiled on TensorFlow and JAX only; PyTorch measures eagerly.
     @pytest.mark.backends("tensorflow", "jax")
-    def test_compiles_again_only_when_the_measurement_changes(self, monkeypatch):
-        monkeypatch.setattr(_weights, "_host_view", lambda value: None)
+    def test_compiles_again_only_when_the_measurement_changes(self):
         model = _mixed_model()
         weights = regularized_weights(model)
-        repeated = RepeatedMeasure()
+        repeated = RepeatedMeasure(on_host=False)
         functions = []
 
         def check(seed, strength, tolerance):
