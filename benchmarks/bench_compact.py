@@ -25,7 +25,10 @@ penalty (plain SGD with momentum, same epochs). Then CPU latency of the
 model's forward pass (see `forward`) at batch 1 and 32, with XLA off and
 on: the median over rounds of the mean time of a block of calls, original
 and compact model timed in alternating order within each round (paired,
-same process), and its speed-up next to the MAC ratio.
+same process), and its speed-up next to the MAC ratio; beside them, the
+same call of a model that computes nothing (an `Identity` layer: the cost
+of a call no compaction removes) and the rate of arithmetic of each model
+(MACs of the batch per second of call).
 A model `compact_model` refuses is reported as "refused: <message>".
 
     python benchmarks/bench_compact.py           # ~4 minutes on 2 busy cores
@@ -299,7 +302,11 @@ def run(
                 )
                 row["finetuned_accuracy"] = accuracy(small, x_small, y_test)
             pairs, inputs = [model, small], [x_test, x_small]
-        row["latency_ms"] = latencies(pairs, inputs, batches, jit_modes, rounds, calls)
+        # The same call with nothing to compute: what no compaction can remove.
+        empty = keras.Sequential([keras.Input(x_test.shape[1:]), keras.layers.Identity()])
+        timed = latencies(pairs + [empty], inputs + [x_test], batches, jit_modes, rounds, calls)
+        row["latency_ms"] = {key: ms[:-1] for key, ms in timed.items()}
+        row["empty_call_ms"] = {key: ms[-1] for key, ms in timed.items()}
         results.append(row)
     return results
 
@@ -349,6 +356,8 @@ def table(results) -> str:
         for (batch, jit), ms in r["latency_ms"].items():
             compact = f"{ms[1]:.3f}" if len(ms) == 2 else "–"
             speedup = f"{ms[0] / ms[1]:.2f}×" if len(ms) == 2 else "–"
+            # Arithmetic done per second of call, in billions of MACs.
+            rates = [m * batch / (t * 1e6) for m, t in zip(r["macs"], ms)]
             rows.append(
                 [
                     r["model"],
@@ -358,10 +367,23 @@ def table(results) -> str:
                     compact,
                     speedup,
                     f"{mac_ratio:.1f}×" if mac_ratio else "–",
+                    f"{r['empty_call_ms'][(batch, jit)]:.3f}",
+                    _before_after(rates, "{:.1f}"),
                 ]
             )
     latency = _common.markdown_table(
-        ["model", "batch", "jit", "original ms", "compact ms", "speed-up", "MAC reduction"], rows
+        [
+            "model",
+            "batch",
+            "jit",
+            "original ms",
+            "compact ms",
+            "speed-up",
+            "MAC reduction",
+            "empty call ms",
+            "GMAC/s",
+        ],
+        rows,
     )
     return f"{sizes}\n\n{latency}"
 
