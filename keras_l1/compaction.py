@@ -5,6 +5,7 @@ import numpy as np
 
 from keras_l1 import _channels
 from keras_l1 import _graph
+from keras_l1._validation import check_int
 
 _SUPPORTED = "a built Sequential or functional model with one input"
 
@@ -214,30 +215,36 @@ class _Graph:
                 return removed
             removed = ~kept
 
-    def kept_channels(self, nodes) -> dict:
+    def kept_channels(self, nodes, round_to: int) -> dict:
         """`{id(tensor): mask of the channels that stay}`.
 
         A layer output whose every channel could go keeps its first one: the
         model has no layer to route around it, and that channel, kept like a
-        model output's, is computed exactly as in the original. Each such
-        channel is added to the blocked ones and the removal recomputed, until
-        every layer keeps a channel.
+        model output's, is computed exactly as in the original. The output of
+        a layer that makes channels (`self.creators`) keeps a multiple of
+        `round_to` of them, or all. Each channel kept this way (the first ones
+        that would go) is added to the blocked ones and the removal
+        recomputed, until every layer output has its count.
         """
         blocked = self.blocked.copy()
+        creators = {id(layer) for layer in self.creators}
         while True:
             removed = self.removed_classes(blocked)
             keep = {key: ~removed[self.classes[indices]] for key, indices in self.index.items()}
-            emptied = [
-                tensor
-                for node in nodes
-                if not isinstance(node.operation, keras.layers.InputLayer)
-                for tensor in node.outputs
-                if not keep[id(tensor)].any()
-            ]
-            if not emptied:
+            short = False
+            for node in nodes:
+                if isinstance(node.operation, keras.layers.InputLayer):
+                    continue
+                multiple = round_to if id(node.operation) in creators else 1
+                for tensor in node.outputs:
+                    mask = keep[id(tensor)]
+                    count = -(-max(int(mask.sum()), 1) // multiple) * multiple
+                    missing = min(count, len(mask)) - int(mask.sum())
+                    if missing > 0:
+                        short = True
+                        blocked[self.classes[self.channels(tensor)[~mask][:missing]]] = True
+            if not short:
                 return keep
-            for tensor in emptied:
-                blocked[self.classes[self.channels(tensor)[0]]] = True
 
 
 def _rebuild(model, nodes, graph, keep):
@@ -286,7 +293,7 @@ def _rebuild(model, nodes, graph, keep):
     return layers
 
 
-def compact_model(model) -> Compaction:
+def compact_model(model, round_to: int = 1) -> Compaction:
     """Removes dead inputs, units and channels: same outputs, fewer parameters.
 
     Works on the layer graph of a Sequential or functional model. A channel
@@ -323,7 +330,10 @@ def compact_model(model) -> Compaction:
     reads or writes, so it is copied unchanged. The model's outputs, and the
     channels of an image or sequence input, are always kept. A layer whose
     every unit or channel could go keeps its first one (whole layers are not
-    removed), computed as in the original.
+    removed), computed as in the original. With `round_to=n`, every layer
+    that makes units or channels keeps a multiple of `n` of them (or all),
+    adding back the first dead ones, computed as in the original too: CPU
+    and GPU kernels run faster on widths that fill their vector registers.
 
     The result satisfies `small(x[:, kept_inputs]) == model(x)` for a rank-2
     input and `small(x) == model(x)` otherwise, in inference mode, up to
@@ -333,6 +343,10 @@ def compact_model(model) -> Compaction:
 
     Args:
         model: A built Sequential or functional Keras model with one input.
+        round_to: The multiple of units or channels each Dense, convolution,
+            Embedding and recurrent layer keeps (all of them if fewer). 1,
+            the default, removes every channel that can go; 8 or 16 trade a
+            few of them for widths that compute faster.
 
     Returns:
         A `Compaction`, which unpacks as `(small_model, kept_inputs)`:
@@ -344,13 +358,14 @@ def compact_model(model) -> Compaction:
         and `str()` summarizes them.
 
     Raises:
-        TypeError: If `model` is not a Keras model.
-        ValueError: If `model` is not built, is subclassed, has several
-            inputs, or has a layer compact_model cannot handle exactly
-            (channels_first, LoRA or quantized, a layer with weights called
-            more than once, one that cannot be rebuilt from its config; the
-            message names the layer); or if every input is dead (the output
-            is then constant).
+        TypeError: If `model` is not a Keras model, or `round_to` not an
+            integer.
+        ValueError: If `round_to` is below 1; if `model` is not built, is
+            subclassed, has several inputs, or has a layer compact_model
+            cannot handle exactly (channels_first, LoRA or quantized, a layer
+            with weights called more than once, one that cannot be rebuilt
+            from its config; the message names the layer); or if every input
+            is dead (the output is then constant).
 
     Example:
 
@@ -377,10 +392,13 @@ def compact_model(model) -> Compaction:
     >>> compaction = keras_l1.compact_model(cnn)
     >>> compaction.units_after["conv"], cnn.count_params() - compaction.params_after
     (3, 12)
+    >>> keras_l1.compact_model(cnn, round_to=2).units_after["conv"]
+    4
     """
+    round_to = check_int("round_to", round_to, minimum=1)
     nodes = _nodes(model)
     graph = _Graph(model, nodes)
-    keep = graph.kept_channels(nodes)
+    keep = graph.kept_channels(nodes, round_to)
 
     (input_tensor,) = model.inputs
     if not keep[id(input_tensor)].any():

@@ -179,6 +179,37 @@ class TestCompactModel:
         x = np.random.default_rng(1).normal(size=(5, 8)).astype("float32")
         assert_same_outputs(model, small, x, kept_inputs)
 
+    @pytest.mark.parametrize(
+        "round_to, h1, h2",
+        # set_dead_parts leaves h1 4 of 6 units and h2 3 of 5; rounding keeps
+        # the first dead ones: h1's constant unit 2 (then not folded into h2's
+        # bias), h2's constant unit 0.
+        [(1, 4, 3), (2, 4, 4), (3, 6, 3), (4, 4, 4), (5, 5, 5), (64, 6, 5)],
+    )
+    def test_round_to_keeps_a_multiple_of_units(self, round_to, h1, h2):
+        rng = np.random.default_rng(0)
+        model = chain(functional=True)
+        set_dead_parts(model, rng)
+        small, kept_inputs = compaction = keras_l1.compact_model(model, round_to=round_to)
+        assert compaction.units_after == {"inputs": 6, "h1": h1, "h2": h2, "out": 3}
+        h2_bias = h2 if h1 == 4 else 0  # the folded constant of h1's unit 2
+        assert compaction.params_after == (6 + 1) * h1 + h1 * h2 + h2_bias + (h2 + 1) * 3
+        x = rng.normal(size=(5, 8)).astype("float32")
+        assert_same_outputs(model, small, x, kept_inputs)
+
+    def test_round_to_is_validated(self):
+        model = chain(functional=False)
+        with pytest.raises(
+            ValueError,
+            match=re.escape(
+                "Invalid value for argument `round_to`: expected an integer >= 1. "
+                "Received: round_to=0"
+            ),
+        ):
+            keras_l1.compact_model(model, round_to=0)
+        with pytest.raises(TypeError, match=re.escape("Received: round_to=8.0 of type float")):
+            keras_l1.compact_model(model, round_to=8.0)
+
     def test_a_constant_model_is_an_error(self):
         model = chain(functional=False)
         model.get_layer("h1").kernel.assign(np.zeros((8, 6)))
@@ -615,6 +646,31 @@ class TestMobileNetV2:
         assert compaction.params_before - compaction.params_after == expected
         assert compaction.units_after["block_4_expand"] == compaction.units_before["block_4_expand"]
         assert [layer.name for layer in small.layers] == [layer.name for layer in model.layers]
+        assert_same_outputs(model, small, images((32, 32, 3), rng, batch=2))
+
+    def test_round_to_keeps_multiples_of_eight(self):
+        # Block 5 expands 16 channels to 96; 11 dead ones leave 85, and
+        # round_to=8 keeps 88 (the first 3 dead ones too), in the expansion,
+        # its two BatchNormalizations and the depthwise convolution.
+        rng = np.random.default_rng(5)
+        model = self.model(rng)
+        dead = list(range(0, 33, 3))
+        kill(model.get_layer("block_5_expand"), dead)
+        for name in ("expand_BN", "depthwise_BN"):
+            bn = model.get_layer(f"block_5_{name}")
+            for variable in (bn.beta, bn.moving_mean):
+                values = numpy(variable).copy()
+                values[dead] = 0
+                variable.assign(values)
+        exact = keras_l1.compact_model(model)
+        assert exact.units_after["block_5_expand"] == 85
+        small, _ = compaction = keras_l1.compact_model(model, round_to=8)
+        assert compaction.units_after["block_5_expand"] == 88
+        assert small.get_layer("block_5_depthwise").kernel.shape[-2] == 88
+        assert all(
+            after % 8 == 0 or after == compaction.units_before[name]
+            for name, after in compaction.units_after.items()
+        )
         assert_same_outputs(model, small, images((32, 32, 3), rng, batch=2))
 
     def test_a_dead_expansion_keeps_one_channel(self):
