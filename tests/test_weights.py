@@ -249,21 +249,14 @@ class TestRepeatedMeasure:
             eager = measure(weights, tolerance, on_host=on_host)
             np.testing.assert_array_equal(stats[:, 1:], eager[:, 1:])
             np.testing.assert_allclose(stats[:, 0], eager[:, 0], rtol=2e-7, atol=0)
-            if call == 1:
-                compiled = repeated._function
-        if keras.backend.backend() in ("tensorflow", "jax"):
-            # Compiled from the second call on, and never traced again:
-            # new weight values are read, not traced.
-            assert repeated._function is compiled
-            assert compiled.tracing_count() == 1
 
-    # Compiled on TensorFlow and JAX only; PyTorch measures eagerly.
-    @pytest.mark.backends("tensorflow", "jax")
-    def test_compiles_again_only_when_the_measurement_changes(self):
+    def test_a_changed_measurement_is_measured_anew(self):
+        # Compiled on TensorFlow and JAX from the second call on (bench_logging
+        # measures what that buys); a new tolerance or regularizer must give
+        # the new numbers, not those of an earlier compilation.
         model = _mixed_model()
         weights = regularized_weights(model)
         repeated = RepeatedMeasure(on_host=False)
-        functions = []
 
         def check(seed, strength, tolerance):
             _assign_sparse(model, seed)
@@ -271,26 +264,18 @@ class TestRepeatedMeasure:
             expected = _numpy_stats(model, tolerance, strength)
             np.testing.assert_array_equal(stats[:, 1:], expected[:, 1:])
             np.testing.assert_allclose(stats[:, 0], expected[:, 0], rtol=1e-6, atol=0)
-            if repeated._function is not None and repeated._function not in functions:
-                functions.append(repeated._function)
 
-        check(0, 1.0, 0.0)
-        assert functions == []  # measured once: eagerly
-        for seed, strength in [(0, 1.0), (1, 1.0), (2, 1.0)]:
-            check(seed, strength, 0.0)
-        assert len(functions) == 1 and functions[0].tracing_count() == 1
-        # Another tolerance: eager once, then a new function.
-        for seed in (3, 4):
+        for seed in (0, 0, 1, 2):
+            check(seed, 1.0, 0.0)
+        for seed in (3, 4, 5):
             check(seed, 1.0, 0.3)
-        assert len(functions) == 2 and functions[1].tracing_count() == 1
-        # Another regularizer strength: the same.
         model.layers[2].kernel.regularizer = keras_l1.GroupLassoRegularizer(0.25, group_axis=0)
         weights = regularized_weights(model)
-        stats = [repeated(weights, 0.3) for _ in range(2)][-1]
-        assert len(functions) == 2 and repeated._function is not functions[1]
-        w = keras.ops.convert_to_numpy(model.layers[2].kernel).astype(np.float64)
-        penalty = 0.25 * 2.0 * np.linalg.norm(w, axis=1).sum()
-        np.testing.assert_allclose(stats[2, 0], penalty, rtol=1e-6)
+        for _ in range(3):
+            stats = repeated(weights, 0.3)
+            w = keras.ops.convert_to_numpy(model.layers[2].kernel).astype(np.float64)
+            penalty = 0.25 * 2.0 * np.linalg.norm(w, axis=1).sum()
+            np.testing.assert_allclose(stats[2, 0], penalty, rtol=1e-6)
 
     def test_counts_non_finite_entries(self):
         model = _model([[np.inf, -np.inf, 0.0], [np.nan, 1.0, 0.0]], [[0.0], [2.0], [-1.0]])
@@ -317,15 +302,15 @@ class TestRepeatedMeasure:
             stats = repeated(regularized_weights(second), 0.0)
             assert stats[1, 0] == 8.0
 
-    def test_copies_start_empty(self):
+    def test_copies_and_pickles_measure_alike(self):
         model = _model([[3.0, -0.0, 0.0], [-1.0, 1.0, 2.0]], [[0.0], [2.0], [-1.0]])
         repeated = RepeatedMeasure()
         for _ in range(2):
             repeated(regularized_weights(model), 0.0)
         for copied in (copy.deepcopy(repeated), pickle.loads(pickle.dumps(repeated))):
-            assert copied._key is None and copied._function is None
-            stats = copied(regularized_weights(model), 0.0)
-            np.testing.assert_array_equal(stats, [[3.5, 2, 0, 6], [1.25, 1, 0, 3]])
+            for _ in range(2):
+                stats = copied(regularized_weights(model), 0.0)
+                np.testing.assert_array_equal(stats, [[3.5, 2, 0, 6], [1.25, 1, 0, 3]])
 
     def test_custom_regularizer_is_called_every_time(self):
         calls = []
