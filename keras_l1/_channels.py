@@ -97,6 +97,11 @@ def kind(node) -> str:
     """How the layer of `node` treats channels: linear, recurrent, per_channel or unknown."""
     layer = node.operation
     rank = len(node.outputs[0].shape)
+    mask = node.arguments.kwargs.get("mask")
+    if any(isinstance(tensor, keras.KerasTensor) for tensor in keras.tree.flatten(mask)):
+        # A mask (from Embedding(mask_zero=True) or Masking) changes what the
+        # layer computes at each position: its channels stay as they are.
+        return "unknown"
     if type(layer) in _LINEAR:
         # Grouped convolutions read a slice of the input channels per group.
         return "linear" if getattr(layer, "groups", 1) == 1 else "unknown"

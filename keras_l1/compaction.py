@@ -1,5 +1,7 @@
 """`compact_model`: a smaller model with the dead inputs, units and channels removed."""
 
+import tempfile
+
 import keras
 import numpy as np
 
@@ -293,6 +295,29 @@ def _rebuild(model, nodes, graph, keep):
     return layers
 
 
+def _copy_state(layer, new) -> None:
+    """Everything Keras saves of `layer` into its copy `new`, which has its config.
+
+    Its variables; then its assets, such as an adapted lookup layer's
+    vocabulary, which is in neither; then what a layer derives from its
+    variables when Keras loads it (an adapted Normalization's mean and
+    variance): Keras's own hooks for saving, on the layer and on every layer
+    of a nested model.
+    """
+    new.set_weights(layer.get_weights())
+    pairs = [(layer, new)]
+    while pairs:
+        old, copy = pairs.pop()
+        if hasattr(old, "save_assets"):
+            with tempfile.TemporaryDirectory() as directory:
+                old.save_assets(directory)
+                copy.load_assets(directory)
+        if hasattr(copy, "finalize_state"):
+            copy.finalize_state()
+        if isinstance(old, keras.Model) and isinstance(copy, keras.Model):
+            pairs.extend(zip(old.layers, copy.layers))
+
+
 def compact_model(model, round_to: int = 1) -> Compaction:
     """Removes dead inputs, units and channels: same outputs, fewer parameters.
 
@@ -326,8 +351,10 @@ def compact_model(model, round_to: int = 1) -> Compaction:
     `Subtract`, `Multiply`, `Average`, `Maximum`, `Minimum` (a channel goes
     only when it can go on every input) and `Concatenate` on the channel axis.
     Any other layer (Reshape, Lambda, attention, stateful RNNs, grouped
-    convolutions, a softmax activation, nested models) keeps every channel it
-    reads or writes, so it is copied unchanged. The model's outputs, and the
+    convolutions, a softmax activation, nested models, and any layer that
+    receives a mask) keeps every channel it reads or writes, so it is copied
+    unchanged, with all Keras saves of it (an adapted Normalization's
+    statistics, a lookup layer's vocabulary). The model's outputs, and the
     channels of an image or sequence input, are always kept. A layer whose
     every unit or channel could go keeps its first one (whole layers are not
     removed), computed as in the original. With `round_to=n`, every layer
@@ -436,11 +463,12 @@ def compact_model(model, round_to: int = 1) -> Compaction:
             kwargs = keras.tree.map_structure(new_tensor, node.arguments.kwargs)
             outputs = keras.tree.flatten(new(*args, **kwargs))
             tensors.update({id(old): out for old, out in zip(node.outputs, outputs)})
-        outputs = [tensors[id(tensor)] for tensor in model.outputs]
-        small = keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+        # The outputs' structure (a dict, a list, one tensor) as the model's.
+        outputs = keras.tree.map_structure(lambda tensor: tensors[id(tensor)], model.output)
+        small = keras.Model(inputs, outputs, name=model.name)
     for layer, new, weights in layers.values():
         if weights is None:
-            new.set_weights(layer.get_weights())
+            _copy_state(layer, new)
         for path, value in (weights or {}).items():
             owner, _, name = path.rpartition(".")
             getattr(getattr(new, owner) if owner else new, name).assign(value)

@@ -812,3 +812,78 @@ class TestOutputs:
         x = images((5,), rng, batch=8)
         for got, expected in zip(small(x), model(x)):
             np.testing.assert_allclose(numpy(got), numpy(expected), rtol=0, atol=1e-5)
+
+    def test_a_dict_of_outputs_stays_a_dict(self):
+        rng = np.random.default_rng(13)
+        inputs = keras.Input((5,))
+        x = keras.layers.Dense(4, activation="relu", name="shared")(inputs)
+        outputs = {"b": keras.layers.Dense(1, name="b")(x), "a": keras.layers.Dense(2, name="a")(x)}
+        model = keras.Model(inputs, outputs)
+        kill(model.get_layer("shared"), [1])
+        small, _ = compaction = keras_l1.compact_model(model)
+        assert compaction.units_after["shared"] == 3
+        x = images((5,), rng, batch=8)
+        got, expected = small(x), model(x)
+        assert isinstance(got, dict) and sorted(got) == ["a", "b"]
+        for key in ("a", "b"):
+            np.testing.assert_allclose(numpy(got[key]), numpy(expected[key]), rtol=0, atol=1e-5)
+
+
+class TestPreprocessingLayers:
+    def test_an_adapted_normalization_keeps_its_statistics(self):
+        rng = np.random.default_rng(14)
+        normalization = keras.layers.Normalization(name="norm")
+        normalization.adapt(rng.normal(2.0, 3.0, size=(100, 4)).astype("float32"))
+        inputs = keras.Input((4,))
+        x = keras.layers.Dense(3, activation="relu", name="hidden")(normalization(inputs))
+        model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+        kill(model.get_layer("hidden"), [0])
+        small, kept_inputs = compaction = keras_l1.compact_model(model)
+        assert compaction.units_after["hidden"] == 2
+        assert_same_outputs(model, small, images((4,), rng, batch=8), kept_inputs)
+
+    # Keras's lookup layers need TensorFlow.
+    @pytest.mark.backends("tensorflow")
+    def test_an_adapted_lookup_keeps_its_vocabulary(self):
+        lookup = keras.layers.IntegerLookup(name="lookup")
+        lookup.adapt(np.array([[10, 20, 30, 40, 10, 20]]))
+        inputs = keras.Input((4,), dtype="int64")
+        x = keras.layers.Embedding(6, 3, name="embedding")(lookup(inputs))
+        x = keras.layers.Dense(3, activation="relu", name="hidden")(keras.layers.Flatten()(x))
+        model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+        kill(model.get_layer("hidden"), [2])
+        small, _ = compaction = keras_l1.compact_model(model)
+        assert compaction.units_after["hidden"] == 2
+        ids = np.array([[10, 20, 30, 40], [40, 30, 99, 10]], dtype="int64")
+        np.testing.assert_allclose(numpy(small(ids)), numpy(model(ids)), rtol=0, atol=1e-5)
+
+
+class TestMasks:
+    # A layer that receives a mask keeps its channels; the rest of the model
+    # is compacted as usual.
+    @pytest.mark.parametrize("masking", ["embedding", "masking"])
+    @pytest.mark.parametrize("reader", ["lstm", "pooling"])
+    def test_a_masked_layer_keeps_its_channels(self, masking, reader):
+        rng = np.random.default_rng(15)
+        if masking == "embedding":
+            inputs = keras.Input((6,), dtype="int32")
+            x = keras.layers.Embedding(5, 3, mask_zero=True, name="embedding")(inputs)
+            data = np.array([[1, 2, 0, 0, 3, 4], [4, 4, 4, 0, 0, 0]], dtype="int32")
+        else:
+            inputs = keras.Input((6, 3))
+            x = keras.layers.Masking(name="mask")(inputs)
+            data = images((6, 3), rng, batch=2)
+            data[0, 2:4] = 0.0
+        if reader == "lstm":
+            x = keras.layers.LSTM(4, name="reader")(x)
+        else:
+            x = keras.layers.GlobalAveragePooling1D(name="reader")(x)
+        x = keras.layers.Dense(3, activation="relu", name="hidden")(x)
+        model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+        randomize(model, rng)
+        kill(model.get_layer("hidden"), [1])
+        small, _ = compaction = keras_l1.compact_model(model)
+        assert compaction.units_after["hidden"] == 2
+        if reader == "lstm":
+            assert small.get_layer("reader").units == 4
+        np.testing.assert_allclose(numpy(small(data)), numpy(model(data)), rtol=0, atol=1e-5)
