@@ -364,6 +364,9 @@ class TestSparsityLoggerProperties:
     def test_constructor(self, kwargs):
         invalid = [name for name, rule in LOGGER_RULES.items() if name in kwargs]
         invalid = [name for name in invalid if not LOGGER_RULES[name](kwargs[name])]
+        # Histograms are written to TensorBoard, which needs a log_dir.
+        if not invalid and kwargs.get("histogram_freq") and kwargs.get("log_dir") is None:
+            invalid = ["histogram_freq"]
         try:
             logger = keras_l1.SparsityLogger(**kwargs)
         except (ValueError, TypeError) as error:
