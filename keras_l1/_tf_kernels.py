@@ -1,15 +1,17 @@
-"""The same functions as one XLA kernel each, in TensorFlow graphs.
+"""The same functions compiled by XLA, in TensorFlow graphs.
 
 A TensorFlow graph without XLA (Keras's default `jit_compile="auto"` on a CPU)
-runs each elementwise operation as its own pass over a weight: the penalty's
-gradient, its subtraction and the proximal step would be a dozen passes per
-weight and step. Compiled with XLA, each is one loop that reads its inputs
-once. Nothing here changes a value: `kernel(f)` computes `f`, and the tests
-check both agree (tests/test_regularizers.py's TestPenaltyInCompiledSteps in
-eager and graph mode; tests/test_optimizers.py's step-by-step comparisons with
-NumPy, run eagerly and in graphs). Eager code, other backends and
-`tf.distribute` (whose update contexts compiled functions do not enter) get
-the plain functions.
+runs each elementwise operation as its own pass over a weight: the penalty and
+its gradient, and `ProximalOptimizer`'s update (the subtraction, the wrapped
+optimizer's own update, the proximal step) would be dozens of passes per
+weight and step. Compiled with XLA, the penalty is one loop and the whole
+update a few. Nothing here changes a value: `kernel(f)` computes `f`, and the
+tests check both agree (tests/test_regularizers.py's TestPenaltyInCompiledSteps
+in eager and graph mode; tests/test_optimizers.py's step-by-step comparisons
+with NumPy, run eagerly and in graphs). Eager code, other backends,
+`tf.distribute` (whose update contexts compiled functions do not enter) and
+sparse gradients (`tf.IndexedSlices`, which XLA would make dense) get the
+plain functions.
 """
 
 import keras
@@ -32,6 +34,8 @@ def kernel(function):
     compiled = tf.function(function, jit_compile=True, autograph=False)
 
     def call(*args):
+        if any(isinstance(a, tf.IndexedSlices) for a in args):
+            return function(*args)
         # A Keras variable is passed as its value: TensorFlow cannot trace the
         # variable object as an argument.
         return compiled(*(tf.convert_to_tensor(a) for a in args))

@@ -258,6 +258,18 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         if trainable_variables is not None:
             variables = list(trainable_variables)
         grads = list(grads)
+        present = [i for i, grad in enumerate(grads) if grad is not None]
+
+        # The whole update as one function of the gradients, which a
+        # TensorFlow graph compiles with XLA (see _tf_kernels).
+        def update(*values):
+            for i, value in zip(present, values):
+                grads[i] = value
+            self._update(grads, variables)
+
+        _tf_kernels.kernel(update)(*(grads[i] for i in present))
+
+    def _update(self, grads, variables):
         inner = self.inner_optimizer
         regularizers = [self._regularizer_of(v) for v in variables]
         # Keras divides the loss by the replicas of tf.distribute, and by
@@ -265,7 +277,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         scale = _tf_distribute.replica_fraction() * (inner.loss_scale_factor or 1.0)
         for i, (grad, variable, regularizer) in enumerate(zip(grads, variables, regularizers)):
             if grad is not None and regularizer is not None:
-                data_gradient = _tf_kernels.kernel(_data_gradient(regularizer, scale))
+                data_gradient = _data_gradient(regularizer, scale)
                 grads[i] = data_gradient(grad, ops.convert_to_tensor(variable))
         # What the update reads before it changes: this step's learning rate
         # (under a schedule) and whether it is a real update.
@@ -279,10 +291,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         ]
         _tf_distribute.assign_each(
             [variable for variable, _ in moved],
-            [
-                _tf_kernels.kernel(self._proximal_step(learning_rate, real_update, *pair))
-                for pair in moved
-            ],
+            [self._proximal_step(learning_rate, real_update, *pair) for pair in moved],
         )
 
     def _proximal_step(self, learning_rate, real_update, variable, regularizer):

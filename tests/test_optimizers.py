@@ -674,6 +674,30 @@ class TestCountedOnceEverywhere:
                     jit_compile=jit_compile,
                 )
 
+    @pytest.mark.parametrize("optimizer", ["SGD", "Adam"])
+    def test_graph_steps_equal_eager_steps_with_sparse_gradients(self, optimizer):
+        # TensorFlow compiles the whole update in a graph (a speed trick, see
+        # keras_l1/_tf_kernels.py); an Embedding's gradient is tf.IndexedSlices.
+        rng = np.random.default_rng(3)
+        ids = rng.integers(0, 10, size=(32, 3)).astype("int32")
+        y = rng.normal(size=(32, 1)).astype("float32")
+        weights = []
+        for run_eagerly in (True, False):
+            keras.utils.set_random_seed(0)
+            inputs = keras.Input((3,), dtype="int32")
+            x = keras.layers.Flatten()(keras.layers.Embedding(10, 4)(inputs))
+            regularizer = keras_l1.L1Regularizer(0.5)
+            outputs = keras.layers.Dense(1, kernel_regularizer=regularizer)(x)
+            model = keras.Model(inputs, outputs)
+            inner = getattr(keras.optimizers, optimizer)(0.05)
+            model.compile(keras_l1.ProximalOptimizer(inner), "mse", run_eagerly=run_eagerly)
+            model.fit(ids, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+            weights.append([numpy(w) for w in model.weights])
+        assert np.count_nonzero(weights[0][1] == 0) > 0
+        for eager, graph in zip(*weights):
+            np.testing.assert_allclose(graph, eager, rtol=1e-5, atol=1e-6)
+            np.testing.assert_array_equal(graph == 0, eager == 0)
+
     def test_one_regularizer_instance_on_layers_of_two_models(self, problem_20):
         x, y = problem_20
         shared = keras_l1.L1Regularizer(0.3)
