@@ -617,19 +617,24 @@ class TestMobileNetV2:
         randomize(model, rng)
         return model
 
+    @staticmethod
+    def kill_expansion(model, block, dead):
+        """Zeroes filters `dead` of the expansion, and after both its BatchNormalizations."""
+        kill(model.get_layer(f"block_{block}_expand"), dead)
+        for name in ("expand_BN", "depthwise_BN"):
+            bn = model.get_layer(f"block_{block}_{name}")
+            for variable in (bn.beta, bn.moving_mean):
+                values = numpy(variable).copy()
+                values[dead] = 0
+                variable.assign(values)
+
     def test_dead_expansion_channels_are_removed(self):
         rng = np.random.default_rng(9)
         model = self.model(rng)
         expected = 0
         for block, dead in [(1, [0, 5]), (2, [3]), (5, [1, 2, 7]), (13, [10]), (4, [4])]:
             expand = model.get_layer(f"block_{block}_expand")
-            kill(expand, dead)
-            for name in ("expand_BN", "depthwise_BN"):
-                bn = model.get_layer(f"block_{block}_{name}")
-                for variable in (bn.beta, bn.moving_mean):
-                    values = numpy(variable).copy()
-                    values[dead] = 0
-                    variable.assign(values)
+            self.kill_expansion(model, block, dead)
             if block == 4:
                 # A non-zero constant after expand_BN meets the 3x3 depthwise
                 # convolution's padding: the channel stays.
@@ -654,14 +659,7 @@ class TestMobileNetV2:
         # its two BatchNormalizations and the depthwise convolution.
         rng = np.random.default_rng(5)
         model = self.model(rng)
-        dead = list(range(0, 33, 3))
-        kill(model.get_layer("block_5_expand"), dead)
-        for name in ("expand_BN", "depthwise_BN"):
-            bn = model.get_layer(f"block_5_{name}")
-            for variable in (bn.beta, bn.moving_mean):
-                values = numpy(variable).copy()
-                values[dead] = 0
-                variable.assign(values)
+        self.kill_expansion(model, 5, list(range(0, 33, 3)))
         exact = keras_l1.compact_model(model)
         assert exact.units_after["block_5_expand"] == 85
         small, _ = compaction = keras_l1.compact_model(model, round_to=8)
