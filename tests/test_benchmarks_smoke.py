@@ -148,7 +148,9 @@ class TestBenchCompact:
         assert mlp["accuracy"][1] == mlp["accuracy"][0]
         assert 0 < mlp["dense_accuracy"] <= 1 and 0 < mlp["finetuned_accuracy"] <= 1
         assert mlp["max_output_diff"] < 1e-4
-        assert all(len(ms) == 2 and min(ms) > 0 for ms in mlp["latency_ms"].values())
+        assert mlp["macs"][1] <= mlp["rounded_macs"] <= mlp["macs"][0]
+        # Original, exact and rounded compaction.
+        assert all(len(ms) == 3 and min(ms) > 0 for ms in mlp["latency_ms"].values())
         # The CNN is compacted the same way, or refused with compact_model's own message.
         if cnn["refused"]:
             assert "compact_model" in cnn["refused"]
@@ -157,4 +159,6 @@ class TestBenchCompact:
             assert cnn["accuracy"][1] == cnn["accuracy"][0]
         sizes, latency = bench_compact.table(list(results.values())).split("\n\n")
         assert sizes.count("\n") == 2 + 1
-        assert latency.count("\n") == 2 + 2 * 2 - 1  # header, rule, 2 models x (1 batch x 2 jit)
+        # Header, rule, then per model 1 batch x 2 jit x 2 compactions (1 if refused).
+        rows = sum(2 * (1 if r["refused"] else 2) for r in results.values())
+        assert latency.count("\n") == 2 + rows - 1
