@@ -298,22 +298,23 @@ def _rebuild(model, nodes, graph, keep):
 def _copy_state(layer, new) -> None:
     """Everything Keras saves of `layer` into its copy `new`, which has its config.
 
-    Its variables; then its assets, such as an adapted lookup layer's
-    vocabulary, which is in neither; then what a layer derives from its
-    variables when Keras loads it (an adapted Normalization's mean and
-    variance): Keras's own hooks for saving, on the layer and on every layer
-    of a nested model.
+    Its variables, then Keras's own loading hooks on the layer and on every
+    layer of a nested model: `load_own_variables` (an adapted Normalization
+    recomputes its mean and variance there) and `load_assets` (an adapted
+    lookup layer's vocabulary, which is in neither the config nor the
+    variables).
     """
     new.set_weights(layer.get_weights())
     pairs = [(layer, new)]
     while pairs:
         old, copy = pairs.pop()
+        store = {}
+        old.save_own_variables(store)
+        copy.load_own_variables(store)
         if hasattr(old, "save_assets"):
             with tempfile.TemporaryDirectory() as directory:
                 old.save_assets(directory)
                 copy.load_assets(directory)
-        if hasattr(copy, "finalize_state"):
-            copy.finalize_state()
         if isinstance(old, keras.Model) and isinstance(copy, keras.Model):
             pairs.extend(zip(old.layers, copy.layers))
 

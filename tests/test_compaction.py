@@ -840,6 +840,19 @@ class TestPreprocessingLayers:
         assert compaction.units_after["hidden"] == 2
         assert_same_outputs(model, small, images((4,), rng, batch=8), kept_inputs)
 
+    def test_an_adapted_discretization_keeps_its_bins(self):
+        rng = np.random.default_rng(16)
+        discretization = keras.layers.Discretization(num_bins=4, name="bins")
+        discretization.adapt(rng.normal(size=(200, 3)).astype("float32"))
+        inputs = keras.Input((3,))
+        x = keras.layers.Dense(3, activation="relu", name="hidden")(discretization(inputs))
+        model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+        randomize(model, rng)
+        kill(model.get_layer("hidden"), [2])
+        small, kept_inputs = compaction = keras_l1.compact_model(model)
+        assert compaction.units_after["hidden"] == 2
+        assert_same_outputs(model, small, images((3,), rng, batch=16), kept_inputs)
+
     # Keras's lookup layers need TensorFlow.
     @pytest.mark.backends("tensorflow")
     def test_an_adapted_lookup_keeps_its_vocabulary(self):
