@@ -840,6 +840,8 @@ class TestPreprocessingLayers:
         assert compaction.units_after["hidden"] == 2
         assert_same_outputs(model, small, images((4,), rng, batch=8), kept_inputs)
 
+    # Keras's Discretization.adapt needs TensorFlow.
+    @pytest.mark.backends("tensorflow")
     def test_an_adapted_discretization_keeps_its_bins(self):
         rng = np.random.default_rng(16)
         discretization = keras.layers.Discretization(num_bins=4, name="bins")
