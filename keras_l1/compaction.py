@@ -240,8 +240,9 @@ class _Graph:
                 multiple = round_to if id(node.operation) in creators else 1
                 for tensor in node.outputs:
                     mask = keep[id(tensor)]
-                    count = -(-max(int(mask.sum()), 1) // multiple) * multiple
-                    missing = min(count, len(mask)) - int(mask.sum())
+                    kept = int(mask.sum())
+                    wanted = min(-(-max(kept, 1) // multiple) * multiple, len(mask))
+                    missing = wanted - kept
                     if missing > 0:
                         short = True
                         blocked[self.classes[self.channels(tensor)[~mask][:missing]]] = True

@@ -827,33 +827,40 @@ class TestOutputs:
             np.testing.assert_allclose(numpy(got[key]), numpy(expected[key]), rtol=0, atol=1e-5)
 
 
-class TestPreprocessingLayers:
-    def test_an_adapted_normalization_keeps_its_statistics(self):
-        rng = np.random.default_rng(14)
-        normalization = keras.layers.Normalization(name="norm")
-        normalization.adapt(rng.normal(2.0, 3.0, size=(100, 4)).astype("float32"))
-        inputs = keras.Input((4,))
-        x = keras.layers.Dense(3, activation="relu", name="hidden")(normalization(inputs))
-        model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
-        kill(model.get_layer("hidden"), [0])
-        small, kept_inputs = compaction = keras_l1.compact_model(model)
-        assert compaction.units_after["hidden"] == 2
-        assert_same_outputs(model, small, images((4,), rng, batch=8), kept_inputs)
+def adapted_normalization(rng):
+    layer = keras.layers.Normalization(name="norm")
+    layer.adapt(rng.normal(2.0, 3.0, size=(100, 4)).astype("float32"))
+    return layer, 4
 
-    # Keras's Discretization.adapt needs TensorFlow.
-    @pytest.mark.backends("tensorflow")
-    def test_an_adapted_discretization_keeps_its_bins(self):
-        rng = np.random.default_rng(16)
-        discretization = keras.layers.Discretization(num_bins=4, name="bins")
-        discretization.adapt(rng.normal(size=(200, 3)).astype("float32"))
-        inputs = keras.Input((3,))
-        x = keras.layers.Dense(3, activation="relu", name="hidden")(discretization(inputs))
+
+def adapted_discretization(rng):
+    layer = keras.layers.Discretization(num_bins=4, name="bins")
+    layer.adapt(rng.normal(size=(200, 3)).astype("float32"))
+    return layer, 3
+
+
+class TestPreprocessingLayers:
+    @pytest.mark.parametrize(
+        "adapted, seed, dead",
+        [
+            (adapted_normalization, 14, 0),
+            # Keras's Discretization.adapt needs TensorFlow.
+            pytest.param(adapted_discretization, 16, 2, marks=pytest.mark.backends("tensorflow")),
+        ],
+    )
+    def test_an_adapted_layer_keeps_its_state(self, adapted, seed, dead):
+        # Normalization's mean and Discretization's bins are neither config nor
+        # variables alone: Keras's own loading hooks rebuild them.
+        rng = np.random.default_rng(seed)
+        preprocessing, features = adapted(rng)
+        inputs = keras.Input((features,))
+        x = keras.layers.Dense(3, activation="relu", name="hidden")(preprocessing(inputs))
         model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
         randomize(model, rng)
-        kill(model.get_layer("hidden"), [2])
+        kill(model.get_layer("hidden"), [dead])
         small, kept_inputs = compaction = keras_l1.compact_model(model)
         assert compaction.units_after["hidden"] == 2
-        assert_same_outputs(model, small, images((3,), rng, batch=16), kept_inputs)
+        assert_same_outputs(model, small, images((features,), rng, batch=16), kept_inputs)
 
     # Keras's lookup layers need TensorFlow.
     @pytest.mark.backends("tensorflow")
